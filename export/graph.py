@@ -1,0 +1,52 @@
+"""The exported encoder: BERT embeddings, the encoder layers up to the deepest one pooled, and the pooling head.
+
+Layers above the deepest requested one are not part of this module, so they are
+absent from the exported graph and cost nothing at inference time.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .pooling import Pooling, PoolingHead
+
+
+def hidden_state_indices(layers: Sequence[int], num_layers: int) -> list[int]:
+    """Map layers counted from -1 (last) to indices into HF `hidden_states` (0 is the embeddings)."""
+    for layer in layers:
+        if not -num_layers <= layer <= -1:
+            raise ValueError(
+                f"layer {layer} does not exist: the model has {num_layers} layers, numbered -1 (last) to -{num_layers}"
+            )
+    return [num_layers + 1 + layer for layer in layers]
+
+
+class EncoderGraph(nn.Module):
+    """`(input_ids, attention_mask, token_type_ids)` -> pooled embeddings, as one traceable module."""
+
+    def __init__(self, bert: nn.Module, layers: Sequence[int], pooling: Pooling, normalize: bool) -> None:
+        super().__init__()
+        num_layers = len(bert.encoder.layer)
+        self.indices = hidden_state_indices(layers, num_layers)
+        self.embeddings = bert.embeddings
+        self.layers = nn.ModuleList(bert.encoder.layer[: max(self.indices)])
+        self.head = PoolingHead(pooling, normalize, bert.pooler if pooling is Pooling.CLS_POOLED else None)
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
+    ) -> torch.Tensor:
+        hidden = self.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+        # Additive attention bias built here, not by transformers, whose mask helpers
+        # bake the traced sequence length into the graph.
+        keep = attention_mask[:, None, None, :].to(hidden.dtype)
+        bias = (1.0 - keep) * torch.finfo(hidden.dtype).min
+        states = [hidden]
+        for layer in self.layers:
+            out = layer(hidden, attention_mask=bias)
+            hidden = out[0] if isinstance(out, tuple) else out
+            states.append(hidden)
+        features = torch.cat([states[i] for i in self.indices], dim=-1)
+        return self.head(features, attention_mask)

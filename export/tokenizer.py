@@ -1,0 +1,33 @@
+"""The model's own fast tokenizer, set up to truncate and pad the way the encoder expects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tokenizers import Tokenizer, normalizers
+
+from bertserve.errors import ExportError
+
+
+def build_tokenizer(transformer_dir: Path, max_seq_len: int, lowercase_input: bool) -> Tokenizer:
+    """A `tokenizers.Tokenizer` with the model's vocabulary and casing, right-truncating at `max_seq_len`.
+
+    Folders that only carry vocab.txt are converted by transformers, so the
+    served tokenizer is always a self-contained tokenizer.json.
+    """
+    from transformers import AutoTokenizer
+
+    try:
+        hf = AutoTokenizer.from_pretrained(str(transformer_dir), use_fast=True)
+    except (OSError, ValueError) as exc:
+        raise ExportError(f"could not load the tokenizer of {transformer_dir}: {exc}") from exc
+    if not getattr(hf, "is_fast", False):
+        raise ExportError(f"{transformer_dir} has no fast (Rust) tokenizer; bertserve needs tokenizer.json or vocab.txt")
+    tokenizer = Tokenizer.from_str(hf.backend_tokenizer.to_str())
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=max_seq_len, strategy="longest_first", direction="right")
+    tokenizer.enable_padding(direction="right", pad_id=hf.pad_token_id, pad_token=hf.pad_token)
+    if lowercase_input:  # sentence-transformers' do_lower_case lower-cases before the tokenizer runs
+        steps = [normalizers.Lowercase()] + ([tokenizer.normalizer] if tokenizer.normalizer else [])
+        tokenizer.normalizer = normalizers.Sequence(steps)
+    return tokenizer

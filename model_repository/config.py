@@ -1,0 +1,88 @@
+"""Typed Triton model configurations, rendered to `config.pbtxt` through Triton's own protobuf schema."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Optional
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as pb
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output; `dims` exclude the batch dimension, -1 is variable."""
+
+    name: str
+    data_type: str  # "TYPE_INT64", "TYPE_FP32", "TYPE_STRING", ...
+    dims: tuple[int, ...]
+    allow_ragged_batch: bool = False
+
+
+@dataclass(frozen=True)
+class DynamicBatching:
+    max_queue_delay_microseconds: int = 0
+
+
+@dataclass(frozen=True)
+class InstanceGroup:
+    count: int = 1
+    kind: str = "KIND_CPU"  # KIND_CPU, KIND_GPU, or KIND_AUTO (GPU when present)
+
+
+@dataclass(frozen=True)
+class EnsembleStep:
+    """One model in an ensemble; maps the step's tensor names to ensemble tensor names."""
+
+    model_name: str
+    input_map: Mapping[str, str]
+    output_map: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    max_batch_size: int
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    backend: Optional[str] = None  # "python"; None for an ensemble
+    instance_group: Optional[InstanceGroup] = None
+    dynamic_batching: Optional[DynamicBatching] = None
+    ensemble_steps: tuple[EnsembleStep, ...] = ()
+    parameters: Mapping[str, str] = field(default_factory=dict)
+
+    def to_proto(self) -> pb.ModelConfig:
+        config = pb.ModelConfig(name=self.name, max_batch_size=self.max_batch_size)
+        if self.backend:
+            config.backend = self.backend
+        else:
+            config.platform = "ensemble"
+            for step in self.ensemble_steps:
+                config.ensemble_scheduling.step.add(
+                    model_name=step.model_name,
+                    model_version=-1,
+                    input_map=dict(step.input_map),
+                    output_map=dict(step.output_map),
+                )
+        for spec, target in [(s, config.input) for s in self.inputs] + [(s, config.output) for s in self.outputs]:
+            tensor = target.add(name=spec.name, data_type=pb.DataType.Value(spec.data_type), dims=list(spec.dims))
+            if spec.allow_ragged_batch:
+                tensor.allow_ragged_batch = True
+        if self.instance_group:
+            config.instance_group.add(
+                count=self.instance_group.count, kind=pb.ModelInstanceGroup.Kind.Value(self.instance_group.kind)
+            )
+        if self.dynamic_batching:
+            config.dynamic_batching.max_queue_delay_microseconds = self.dynamic_batching.max_queue_delay_microseconds
+        for key, value in self.parameters.items():
+            config.parameters[key].string_value = value
+        return config
+
+    def render(self) -> str:
+        """The `config.pbtxt` text."""
+        return text_format.MessageToString(self.to_proto())
+
+
+def parse(text: str) -> pb.ModelConfig:
+    """Parse `config.pbtxt` text with Triton's schema (raises on anything Triton would reject as syntax)."""
+    return text_format.Parse(text, pb.ModelConfig())

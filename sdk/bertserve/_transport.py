@@ -1,0 +1,203 @@
+"""gRPC and HTTP access to Triton behind one small interface, with errors translated.
+
+tritonclient's client objects are not thread-safe (the HTTP one is bound to the
+gevent hub of the thread that made it), so the Encoder keeps one transport per
+thread; a transport itself is used by one thread only.
+"""
+
+from __future__ import annotations
+
+import socket
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator, Protocol
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from .errors import (
+    BertserveError,
+    InvalidInputError,
+    ModelNotFoundError,
+    RequestTimeoutError,
+    ServerError,
+    ServerUnavailableError,
+)
+
+PROTOCOLS = ("grpc", "http")
+_DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where the server listens and how to talk to it."""
+
+    protocol: str
+    host: str
+    port: int
+
+    @property
+    def hostport(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def __str__(self) -> str:
+        return f"{self.protocol}://{self.hostport}"
+
+
+def parse_address(url: str, protocol: str | None = None) -> Address:
+    """`grpc://h:p`, `http://h:p`, or `h:p` with `protocol` (gRPC when not given)."""
+    if not isinstance(url, str) or not url:
+        raise InvalidInputError(f"server url must be a non-empty string like 'localhost:8001', got {url!r}")
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise InvalidInputError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    parts = urlsplit(url if "://" in url else f"//{url}")
+    scheme = parts.scheme or protocol or "grpc"
+    if scheme not in PROTOCOLS:
+        raise InvalidInputError(f"url scheme must be grpc:// or http://, got {url!r}")
+    if protocol is not None and scheme != protocol:
+        raise InvalidInputError(f"url {url!r} says {scheme} but protocol={protocol!r}; give one or make them agree")
+    try:
+        port = parts.port or _DEFAULT_PORTS[scheme]
+    except ValueError:
+        raise InvalidInputError(f"url {url!r} has an invalid port") from None
+    if not parts.hostname:
+        raise InvalidInputError(f"url {url!r} has no host; write it like 'localhost:8001'")
+    return Address(scheme, parts.hostname, port)
+
+
+class Transport(Protocol):
+    address: Address
+
+    def server_ready(self) -> bool: ...
+
+    def model_config(self, model: str) -> dict[str, Any]: ...
+
+    def model_index(self) -> list[dict[str, Any]]: ...
+
+    def infer(self, model: str, texts: list[bytes], outputs: list[str]) -> dict[str, np.ndarray]: ...
+
+    def close(self) -> None: ...
+
+
+def open_transport(address: Address, timeout: float) -> Transport:
+    if address.protocol == "grpc":
+        return _GrpcTransport(address, timeout)
+    return _HttpTransport(address, timeout)
+
+
+def _text_tensor(module: Any, texts: list[bytes]) -> Any:
+    tensor = module.InferInput("text", [len(texts), 1], "BYTES")
+    tensor.set_data_from_numpy(np.array(texts, dtype=np.object_).reshape(-1, 1))
+    return tensor
+
+
+class _GrpcTransport:
+    def __init__(self, address: Address, timeout: float) -> None:
+        import tritonclient.grpc as grpcclient
+
+        self._mod = grpcclient
+        self.address = address
+        self._timeout = timeout
+        self._client = grpcclient.InferenceServerClient(address.hostport)
+
+    def server_ready(self) -> bool:
+        with _translated(self.address):
+            return self._client.is_server_ready(client_timeout=self._timeout)
+
+    def model_config(self, model: str) -> dict[str, Any]:
+        with _translated(self.address, model):
+            return self._client.get_model_config(model, as_json=True, client_timeout=self._timeout)["config"]
+
+    def model_index(self) -> list[dict[str, Any]]:
+        with _translated(self.address):
+            index = self._client.get_model_repository_index(as_json=True, client_timeout=self._timeout)
+        return index.get("models", [])
+
+    def infer(self, model: str, texts: list[bytes], outputs: list[str]) -> dict[str, np.ndarray]:
+        requested = [self._mod.InferRequestedOutput(name) for name in outputs]
+        with _translated(self.address, model):
+            result = self._client.infer(
+                model, [_text_tensor(self._mod, texts)], outputs=requested, client_timeout=self._timeout
+            )
+        return {name: result.as_numpy(name) for name in outputs}
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class _HttpTransport:
+    def __init__(self, address: Address, timeout: float) -> None:
+        import tritonclient.http as httpclient
+
+        self._mod = httpclient
+        self.address = address
+        self._client = httpclient.InferenceServerClient(
+            address.hostport, connection_timeout=timeout, network_timeout=timeout
+        )
+
+    def server_ready(self) -> bool:
+        with _translated(self.address):
+            return self._client.is_server_ready()
+
+    def model_config(self, model: str) -> dict[str, Any]:
+        with _translated(self.address, model):
+            return self._client.get_model_config(model)
+
+    def model_index(self) -> list[dict[str, Any]]:
+        with _translated(self.address):
+            return self._client.get_model_repository_index()
+
+    def infer(self, model: str, texts: list[bytes], outputs: list[str]) -> dict[str, np.ndarray]:
+        requested = [self._mod.InferRequestedOutput(name, binary_data=True) for name in outputs]
+        with _translated(self.address, model):
+            result = self._client.infer(model, [_text_tensor(self._mod, texts)], outputs=requested)
+        return {name: result.as_numpy(name) for name in outputs}
+
+    def close(self) -> None:
+        try:
+            self._client.close()
+        except Exception:  # gevent refuses a close from another thread; the socket dies with the object
+            pass
+
+
+@contextmanager
+def _translated(address: Address, model: str | None = None) -> Iterator[None]:
+    """Turn tritonclient and socket exceptions into bertserve errors."""
+    try:
+        yield
+    except BertserveError:
+        raise
+    except Exception as exc:
+        raise translate_error(exc, address, model) from exc
+    except BaseException as exc:  # gevent.Timeout derives from BaseException
+        if type(exc).__module__.startswith("gevent"):
+            raise translate_error(TimeoutError(str(exc)), address, model) from exc
+        raise
+
+
+def translate_error(exc: Exception, address: Address, model: str | None) -> BertserveError:
+    from tritonclient.utils import InferenceServerException
+
+    unreachable = (
+        f"could not reach a Triton server at {address}: start one with `bertserve serve`, "
+        "or check the address and port"
+    )
+    timed_out = f"{address} did not answer within the timeout; raise `timeout=` or check the server's load"
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return RequestTimeoutError(timed_out)
+    if isinstance(exc, (ConnectionError, OSError)):
+        return ServerUnavailableError(f"{unreachable} ({exc})")
+    if isinstance(exc, InferenceServerException):
+        status = str(exc.status() or "")
+        message = exc.message() or str(exc)
+        if "UNAVAILABLE" in status:
+            return ServerUnavailableError(f"{unreachable} ({message})")
+        if "DEADLINE_EXCEEDED" in status or "Deadline Exceeded" in message:
+            return RequestTimeoutError(timed_out)
+        if model is not None and ("unknown model" in message or "is not found" in message or "not ready" in message):
+            return ModelNotFoundError(
+                f"{address} does not serve a ready model {model!r} ({message}); "
+                "`Encoder(url).models()` lists what it serves"
+            )
+        return ServerError(f"{address} refused the request: {message}")
+    return ServerError(f"request to {address} failed: {exc!r}")

@@ -1,0 +1,167 @@
+"""The `bertserve` command: `encode` (client), `export` and `serve` (need the server extra)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from .errors import BertserveError
+
+_SERVER_EXTRA = "this command needs the server extra: pip install 'bertserve[server]' (missing: {})"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="bertserve: %(message)s", stream=sys.stderr)
+    try:
+        return args.run(args)
+    except BertserveError as exc:
+        print(f"bertserve: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bertserve", description="BERT embeddings served by NVIDIA Triton.")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    encode = commands.add_parser("encode", help="encode sentences with a running server")
+    encode.add_argument("sentences", nargs="*", help="sentences to encode (default: read a file or stdin)")
+    encode.add_argument("-f", "--file", type=Path, help="read sentences from this file, one per line")
+    encode.add_argument("-o", "--output", type=Path, help="write vectors to a .npy or .jsonl file (default: JSON lines on stdout)")
+    encode.add_argument("--url", default="localhost:8001", help="server address (default: %(default)s)")
+    encode.add_argument("--protocol", choices=["grpc", "http"], help="protocol when the url has no scheme (default: grpc)")
+    encode.add_argument("--model", help="model name, when the server serves several")
+    encode.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default: %(default)s)")
+    encode.set_defaults(run=_encode)
+
+    export = commands.add_parser("export", help="export a Hugging Face BERT folder to a Triton model repository")
+    export.add_argument("model_dir", type=Path, help="folder with config.json, tokenizer files and weights")
+    export.add_argument("-r", "--repository", type=Path, help="model repository (default: $BERTSERVE_HOME/repository)")
+    export.add_argument("--name", help="model name in the repository (default: the folder's name)")
+    export.add_argument("--pooling", choices=["mean", "max", "mean_max", "cls", "sep", "cls_pooled", "none"],
+                        help="pooling strategy (default: the sentence-transformers config, else mean)")
+    export.add_argument("--layers", nargs="+", metavar="N",
+                        help="layers to pool, -1 is the last; several are concatenated (default: -1 for "
+                             "sentence-transformers models, else -2)")
+    export.add_argument("--normalize", action=argparse.BooleanOptionalAction,
+                        help="L2-normalise the vectors (default: as the sentence-transformers config says, else no)")
+    export.add_argument("--max-seq-len", type=int, help="tokens per input, longer input is truncated on the right "
+                                                        "(default: the model's, at most 512)")
+    export.add_argument("--max-batch-size", type=int, default=64, help="largest batch the server accepts (default: %(default)s)")
+    export.add_argument("--overwrite", action="store_true", help="replace a model of the same name")
+    export.set_defaults(run=_export)
+
+    serve = commands.add_parser("serve", help="run tritonserver locally (default: the all-MiniLM-L6-v2 model)")
+    serve.add_argument("-r", "--repository", type=Path,
+                       help="model repository to serve (default: $BERTSERVE_HOME/repository, with the default model)")
+    serve.add_argument("--http-port", type=int, default=8000)
+    serve.add_argument("--grpc-port", type=int, default=8001)
+    serve.add_argument("--metrics-port", type=int, default=8002)
+    serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default: %(default)s)")
+    serve.set_defaults(run=_serve)
+    return parser
+
+
+def _encode(args: argparse.Namespace) -> int:
+    from .client import Encoder
+
+    sentences = _read_sentences(args)
+    with Encoder(args.url, model=args.model, protocol=args.protocol, timeout=args.timeout) as encoder:
+        vectors = encoder.encode(sentences)
+    if args.output is not None and args.output.suffix == ".npy":
+        if isinstance(vectors, list):
+            raise BertserveError("token-level vectors have different lengths per input; write them to a .jsonl file")
+        np.save(args.output, vectors)
+        return 0
+    lines = "".join(json.dumps(np.asarray(v).tolist()) + "\n" for v in vectors)
+    if args.output is not None:
+        args.output.write_text(lines)
+    else:
+        sys.stdout.write(lines)
+    return 0
+
+
+def _read_sentences(args: argparse.Namespace) -> list[str]:
+    if args.sentences:
+        return list(args.sentences)
+    if args.file is not None:
+        text = args.file.read_text(encoding="utf-8")
+    else:
+        if sys.stdin.isatty():
+            print("bertserve: reading sentences from stdin, one per line; end with Ctrl-D", file=sys.stderr)
+        text = sys.stdin.read()
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def _export(args: argparse.Namespace) -> int:
+    export, server = _server_modules()
+    layers = tuple(int(v) for item in args.layers for v in item.split(",") if v) if args.layers else None
+    config = export.ExportConfig(
+        model_dir=args.model_dir,
+        repository=args.repository or server.bertserve_home() / "repository",
+        name=args.name,
+        pooling=export.Pooling(args.pooling) if args.pooling else None,
+        layers=layers,
+        normalize=args.normalize,
+        max_seq_len=args.max_seq_len,
+        max_batch_size=args.max_batch_size,
+        overwrite=args.overwrite,
+    )
+    info = export.export_model(config)
+    print(info.to_json(), end="")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    _, server = _server_modules()
+    repository = args.repository or server.default_repository()
+    config = server.ServerConfig(
+        repository=repository,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        host=args.host,
+    )
+    # SIGTERM (docker stop, kill) shuts down as cleanly as Ctrl-C.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    with server.TritonServer(config) as triton:
+        print(
+            f"bertserve: ready, serving {repository}\n"
+            f"  gRPC     {triton.grpc_url}\n"
+            f"  HTTP     {triton.http_url}\n"
+            f"  metrics  {triton.metrics_url}\n"
+            "Press Ctrl-C to stop.",
+            flush=True,
+        )
+        try:
+            while triton.is_alive():
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            print("bertserve: stopping", file=sys.stderr, flush=True)
+            return 0
+        tail = "\n".join(triton.logs().splitlines()[-20:])
+        raise BertserveError(f"tritonserver exited unexpectedly; its log ends with:\n{tail}")
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _server_modules() -> tuple[Any, Any]:
+    try:
+        import bertserve.export as export
+        import bertserve.server as server
+    except ImportError as exc:
+        raise BertserveError(_SERVER_EXTRA.format(exc.name)) from None
+    return export, server

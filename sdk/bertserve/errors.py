@@ -1,0 +1,40 @@
+"""The exceptions bertserve raises. Catch `BertserveError` for all of them.
+
+Each message says what happened and what to do about it. Where a built-in
+exception fits (`ValueError` for bad input, `TimeoutError` for a deadline),
+the bertserve error also derives from it, so generic handlers keep working.
+"""
+
+from __future__ import annotations
+
+
+class BertserveError(Exception):
+    """Base class of every error bertserve raises on purpose."""
+
+
+class InvalidInputError(BertserveError, ValueError):
+    """The input cannot be encoded: wrong type, empty, or malformed."""
+
+
+class ServerUnavailableError(BertserveError, ConnectionError):
+    """No Triton server answered at the address tried."""
+
+
+class RequestTimeoutError(BertserveError, TimeoutError):
+    """The server did not answer within the client's timeout."""
+
+
+class ModelNotFoundError(BertserveError, LookupError):
+    """The server is up but does not serve the requested model (or none, or several)."""
+
+
+class ServerError(BertserveError):
+    """The server received the request and refused or failed it; the message is the server's."""
+
+
+class ExportError(BertserveError):
+    """A model folder could not be exported to a Triton model repository."""
+
+
+class ServerStartError(BertserveError):
+    """The local tritonserver could not be started or did not become ready."""

@@ -1,0 +1,82 @@
+"""What a served bertserve model is: the metadata an export records and the SDK reads back.
+
+The export writes these fields into the ensemble's `config.pbtxt` as
+`parameters` (and as `bertserve.json` beside it), so any Triton client can see
+what the vectors mean without access to the original model folder.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import MISSING, asdict, dataclass, fields
+from typing import Any, Mapping
+
+from .errors import ModelNotFoundError
+
+_PREFIX = "bertserve."
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Description of one exported embedding model."""
+
+    name: str
+    source: str
+    dim: int
+    pooling: str
+    layers: tuple[int, ...]
+    normalize: bool
+    max_seq_len: int
+    max_batch_size: int
+    precision: str = "fp32"
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def token_level(self) -> bool:
+        """True when the model returns one vector per token (pooling `none`)."""
+        return self.pooling == "none"
+
+    def to_parameters(self) -> dict[str, str]:
+        """Flat string map for Triton model-config `parameters`."""
+        out = {}
+        for key, value in asdict(self).items():
+            if isinstance(value, (tuple, list)):
+                value = ",".join(str(v) for v in value)
+            elif isinstance(value, bool):
+                value = "true" if value else "false"
+            out[_PREFIX + key] = str(value)
+        return out
+
+    @classmethod
+    def from_parameters(cls, model: str, params: Mapping[str, Any]) -> ModelInfo:
+        """Parse the `parameters` of a Triton model config (JSON form, gRPC or HTTP)."""
+        raw = {}
+        for key, value in params.items():
+            if key.startswith(_PREFIX):
+                raw[key[len(_PREFIX):]] = value["string_value"] if isinstance(value, Mapping) else value
+        missing = [f.name for f in fields(cls) if f.name not in raw and f.default is MISSING]
+        if missing:
+            raise ModelNotFoundError(
+                f"model {model!r} is not a bertserve embedding model (its config lacks {missing[0]!r}); "
+                "pass the name of a model exported with `bertserve export`"
+            )
+        return cls(
+            name=raw["name"],
+            source=raw["source"],
+            dim=int(raw["dim"]),
+            pooling=raw["pooling"],
+            layers=tuple(int(v) for v in raw["layers"].split(",")),
+            normalize=raw["normalize"] == "true",
+            max_seq_len=int(raw["max_seq_len"]),
+            max_batch_size=int(raw["max_batch_size"]),
+            precision=raw.get("precision", "fp32"),
+            format_version=int(raw.get("format_version", FORMAT_VERSION)),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+    @classmethod
+    def is_bertserve_config(cls, params: Mapping[str, Any]) -> bool:
+        return _PREFIX + "dim" in params

