@@ -6,6 +6,7 @@ import ctypes
 import importlib.util
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -25,6 +26,8 @@ from .config import ServerConfig
 
 _log = logging.getLogger("bertserve.server")
 _STOP_TIMEOUT = 30.0
+# glog error lines ("E1124 21:03:46.378245 ...") and the final "error: ..." line.
+_ERROR_LINE = re.compile(r"^(E\d{4} |error: )")
 
 
 @dataclass(frozen=True)
@@ -189,7 +192,10 @@ class TritonServer:
         )
 
     def _log_tail(self, lines: int = 30) -> str:
-        return "\n".join(self.logs().splitlines()[-lines:])
+        """Triton's error lines when it printed any (its banner tables bury them), else the last lines."""
+        log = self.logs().splitlines()
+        errors = [line for line in log if _ERROR_LINE.match(line)]
+        return "\n".join(errors[-lines:] if errors else log[-lines:])
 
     @staticmethod
     def _environment(install: _TritonInstall) -> dict[str, str]:

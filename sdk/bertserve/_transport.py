@@ -195,9 +195,6 @@ def translate_error(exc: Exception, address: Address, model: str | None) -> Bert
         if "DEADLINE_EXCEEDED" in status or "Deadline Exceeded" in message:
             return RequestTimeoutError(timed_out)
         if model is not None and ("unknown model" in message or "is not found" in message or "not ready" in message):
-            return ModelNotFoundError(
-                f"{address} does not serve a ready model {model!r} ({message}); "
-                "`Encoder(url).models()` lists what it serves"
-            )
+            return ModelNotFoundError(f"{address} does not serve a ready model {model!r} ({message})")
         return ServerError(f"{address} refused the request: {message}")
     return ServerError(f"request to {address} failed: {exc!r}")

@@ -165,3 +165,7 @@ def _server_modules() -> tuple[Any, Any]:
     except ImportError as exc:
         raise BertserveError(_SERVER_EXTRA.format(exc.name)) from None
     return export, server
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -87,7 +87,14 @@ class Encoder:
         """What the served model is: name, dimension, pooling, layers, normalisation, max length."""
         if self._info is None:
             name = self._model or self._single_model()
-            self._info = ModelInfo.from_parameters(name, self._transport().model_config(name).get("parameters", {}))
+            try:
+                config = self._transport().model_config(name)
+            except ModelNotFoundError:
+                served = self.models()
+                raise ModelNotFoundError(
+                    f"{self.address} does not serve a ready model {name!r}; it serves {served}"
+                ) from None
+            self._info = ModelInfo.from_parameters(name, config.get("parameters", {}))
         return self._info
 
     def models(self) -> list[str]:
