@@ -91,16 +91,20 @@ class TritonServer:
         self._workdir: Optional[Path] = None
 
     @property
+    def _client_host(self) -> str:
+        return "localhost" if self.config.host in ("0.0.0.0", "::") else self.config.host
+
+    @property
     def http_url(self) -> str:
-        return f"http://localhost:{self.config.http_port}"
+        return f"http://{self._client_host}:{self.config.http_port}"
 
     @property
     def grpc_url(self) -> str:
-        return f"localhost:{self.config.grpc_port}"
+        return f"{self._client_host}:{self.config.grpc_port}"
 
     @property
     def metrics_url(self) -> str:
-        return f"http://localhost:{self.config.metrics_port}/metrics"
+        return f"http://{self._client_host}:{self.config.metrics_port}/metrics"
 
     def start(self) -> None:
         """Launch tritonserver and return once it reports ready, or raise `ServerStartError`."""
