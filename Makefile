@@ -17,8 +17,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q --no-deps nvidia-pytriton==0.7.0
 	$(BIN)/pip install -q -e '.[server,test]'
+	$(BIN)/pip install -q --no-deps nvidia-pytriton==0.7.0
 	touch $@
 
 serve: install
