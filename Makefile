@@ -7,7 +7,7 @@ HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
 
-.PHONY: install serve test clean
+.PHONY: install serve test compose-validator clean
 
 install: $(STAMP)
 
@@ -24,8 +24,15 @@ $(STAMP): pyproject.toml
 serve: install
 	$(BIN)/bertserve serve --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
 
-test: install
+test: install compose-validator
 	$(BIN)/python -m pytest
+
+# docker-compose.yml is validated by Debian's docker-compose (no Docker engine needed).
+compose-validator:
+	@command -v docker-compose >/dev/null || [ "$$(id -u)" != 0 ] || \
+		{ apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null; }
+	@command -v docker-compose >/dev/null || \
+		echo "docker-compose is missing (install it as root): the compose file tests will be skipped"
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,7 +1,9 @@
 """Export a Hugging Face BERT folder to a Triton model repository (needs `pip install bertserve[server]`)."""
 
-from .config import ExportConfig
+from bertserve.model_repository.deployment import Backend, Deployment
+
+from .config import ExportConfig, Precision
 from .exporter import export_model
 from .pooling import Pooling
 
-__all__ = ["ExportConfig", "Pooling", "export_model"]
+__all__ = ["Backend", "Deployment", "ExportConfig", "Pooling", "Precision", "export_model"]

@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 from bertserve.errors import ExportError
+from bertserve.model_repository.deployment import Deployment
 
 from .pooling import Pooling
 
@@ -30,6 +32,13 @@ _ST_POOLING = {
 }
 
 
+class Precision(str, Enum):
+    """Numeric precision of the encoder graph; pooling and normalisation always run in fp32."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"
+
+
 @dataclass(frozen=True)
 class ExportConfig:
     """What to export and how. `None` means: take it from the model folder (see module docstring)."""
@@ -42,6 +51,8 @@ class ExportConfig:
     normalize: Optional[bool] = None
     max_seq_len: Optional[int] = None
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
+    precision: Precision = Precision.FP32
+    deployment: Deployment = Deployment()
     overwrite: bool = False
 
 
@@ -57,6 +68,8 @@ class ExportPlan:
     normalize: bool
     max_seq_len: int
     max_batch_size: int
+    precision: Precision
+    deployment: Deployment
     lowercase_input: bool
     overwrite: bool
 
@@ -107,6 +120,8 @@ def plan_export(config: ExportConfig) -> ExportPlan:
         normalize=config.normalize if config.normalize is not None else bool(st and st.normalize),
         max_seq_len=max_seq_len,
         max_batch_size=config.max_batch_size,
+        precision=Precision(config.precision),
+        deployment=config.deployment,
         lowercase_input=bool(st and st.lowercase_input),
         overwrite=config.overwrite,
     )

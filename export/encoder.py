@@ -12,13 +12,14 @@ from tokenizers import Tokenizer
 
 from bertserve.errors import ExportError
 
-from .config import ExportPlan
+from .config import ExportPlan, Precision
 from .graph import EncoderGraph
 from .pooling import Pooling
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAME = "embedding"
-TOLERANCE = 1e-4
+TOLERANCE = 1e-4  # fp32: max abs difference to transformers
+MIN_COSINE = 0.999  # fp16: every vector's cosine similarity to transformers' fp32 one
 OPSET = 17
 
 _log = logging.getLogger("bertserve.export")
@@ -49,13 +50,17 @@ def load_bert(plan: ExportPlan) -> torch.nn.Module:
     return bert.eval()
 
 
-def export_encoder(plan: ExportPlan, tokenizer: Tokenizer, path: Path) -> int:
-    """Write the ONNX encoder to `path`, validate it, and return the embedding dimension."""
+def export_encoder(plan: ExportPlan, tokenizer: Tokenizer, path: Path, precision: Precision) -> int:
+    """Write the ONNX encoder to `path` in `precision`, validate it, and return the embedding dimension."""
     bert = load_bert(plan)
     try:
         graph = EncoderGraph(bert, plan.layers, plan.pooling, plan.normalize).eval()
     except ValueError as exc:
         raise ExportError(str(exc)) from exc
+    check = _tokenize(tokenizer, _CHECK_SENTENCES[::-1] + ["x " * 600])
+    want = _reference(bert, graph, check)  # before any precision change: the reference is fp32
+    if precision is Precision.FP16:
+        graph.half_encoder()
     sample = _tokenize(tokenizer, _CHECK_SENTENCES)
     dynamic = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
     dynamic[OUTPUT_NAME] = {0: "batch", 1: "sequence"} if plan.pooling is Pooling.NONE else {0: "batch"}
@@ -74,11 +79,26 @@ def export_encoder(plan: ExportPlan, tokenizer: Tokenizer, path: Path) -> int:
             dynamo=False,
         )
     _log.info("validating the ONNX graph against transformers' hidden states")
-    error = _max_difference(bert, graph, path, tokenizer)
-    if not error <= TOLERANCE:
-        raise ExportError(f"the exported graph differs from transformers by {error:.2e} (> {TOLERANCE}); please report this")
-    _log.info("ONNX graph matches transformers (max abs difference %.1e)", error)
+    got = _onnx_output(path, check)
+    if precision is Precision.FP16:
+        cosine = _min_cosine(got, want)
+        if not cosine >= MIN_COSINE:
+            raise ExportError(f"the fp16 graph's vectors reach cosine {cosine:.5f} to fp32 (< {MIN_COSINE}); use fp32")
+        _log.info("fp16 ONNX graph matches transformers (min cosine %.6f)", cosine)
+    else:
+        error = float(np.abs(got - want).max())
+        if not error <= TOLERANCE:
+            raise ExportError(f"the exported graph differs from transformers by {error:.2e} (> {TOLERANCE}); please report this")
+        _log.info("ONNX graph matches transformers (max abs difference %.1e)", error)
     return int(graph.head.pooling.output_dim(len(plan.layers) * bert.config.hidden_size))
+
+
+def _min_cosine(got: np.ndarray, want: np.ndarray) -> float:
+    """Smallest cosine similarity between matching vectors (token rows for per-token output; padding skipped)."""
+    got, want = got.reshape(-1, got.shape[-1]).astype(np.float64), want.reshape(-1, want.shape[-1]).astype(np.float64)
+    norms = np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1)
+    real = norms > 0
+    return float(((got * want).sum(axis=1)[real] / norms[real]).min())
 
 
 def _tokenize(tokenizer: Tokenizer, texts: list[str]) -> dict[str, np.ndarray]:
@@ -90,15 +110,17 @@ def _tokenize(tokenizer: Tokenizer, texts: list[str]) -> dict[str, np.ndarray]:
     }
 
 
-def _max_difference(bert: torch.nn.Module, graph: EncoderGraph, path: Path, tokenizer: Tokenizer) -> float:
-    import onnxruntime as ort
-
-    sample = _tokenize(tokenizer, _CHECK_SENTENCES[::-1] + ["x " * 600])
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run([OUTPUT_NAME], sample)[0]
-    tensors = {name: torch.from_numpy(value) for name, value in sample.items()}
+def _reference(bert: torch.nn.Module, graph: EncoderGraph, batch: dict[str, np.ndarray]) -> np.ndarray:
+    """What the graph must compute: transformers' own fp32 hidden states through the pooling head."""
+    tensors = {name: torch.from_numpy(value) for name, value in batch.items()}
     with torch.no_grad():
         hidden = bert(**tensors, output_hidden_states=True).hidden_states
         features = torch.cat([hidden[i] for i in graph.indices], dim=-1)
-        want = graph.head(features, tensors["attention_mask"]).numpy()
-    return float(np.abs(got - want).max())
+        return graph.head(features, tensors["attention_mask"]).numpy()
+
+
+def _onnx_output(path: Path, batch: dict[str, np.ndarray]) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run([OUTPUT_NAME], batch)[0]

@@ -10,8 +10,11 @@ from pathlib import Path
 from bertserve.info import ModelInfo
 from bertserve.model_repository.repository import write_model
 
-from .config import ExportConfig, plan_export
+from bertserve.model_repository.deployment import Backend
+
+from .config import ExportConfig, Precision, plan_export
 from .encoder import export_encoder
+from .tensorrt import build_engine, require_tensorrt
 from .tokenizer import build_tokenizer
 
 _log = logging.getLogger("bertserve.export")
@@ -26,14 +29,23 @@ def export_model(config: ExportConfig) -> ModelInfo:
     """
     started = time.monotonic()
     plan = plan_export(config)
+    backend = plan.deployment.backend
+    if backend is Backend.TENSORRT:
+        require_tensorrt()  # before minutes of export work, not after
     _log.info(
-        "exporting %s as %r: pooling %s over layers %s, normalize=%s, max_seq_len %d",
+        "exporting %s as %r: pooling %s over layers %s, normalize=%s, max_seq_len %d, %s for the %s backend",
         plan.transformer_dir, plan.name, plan.pooling.value, list(plan.layers), plan.normalize, plan.max_seq_len,
+        plan.precision.value, backend.value,
     )
     tokenizer = build_tokenizer(plan.transformer_dir, plan.max_seq_len, plan.lowercase_input)
     with tempfile.TemporaryDirectory(prefix="bertserve-export-") as scratch:
-        onnx_file = Path(scratch) / "model.onnx"
-        dim = export_encoder(plan, tokenizer, onnx_file)
+        encoder_file = Path(scratch) / "model.onnx"
+        # TensorRT gets the fp32 graph and lowers precision itself (with fp32 LayerNorm where needed).
+        onnx_precision = Precision.FP32 if backend is Backend.TENSORRT else plan.precision
+        dim = export_encoder(plan, tokenizer, encoder_file, onnx_precision)
+        if backend is Backend.TENSORRT:
+            encoder_file = build_engine(encoder_file, Path(scratch) / "model.plan", plan.max_batch_size,
+                                        plan.max_seq_len, fp16=plan.precision is Precision.FP16)
         info = ModelInfo(
             name=plan.name,
             source=str(config.model_dir),
@@ -43,7 +55,9 @@ def export_model(config: ExportConfig) -> ModelInfo:
             normalize=plan.normalize,
             max_seq_len=plan.max_seq_len,
             max_batch_size=plan.max_batch_size,
+            precision=plan.precision.value,
+            backend=backend.value,
         )
-        write_model(plan.repository, info, onnx_file, tokenizer, plan.overwrite)
+        write_model(plan.repository, info, plan.deployment, encoder_file, tokenizer, plan.overwrite)
     _log.info("wrote %s to %s in %.1f s (dim %d)", plan.name, plan.repository, time.monotonic() - started, dim)
     return info

@@ -48,5 +48,12 @@ class EncoderGraph(nn.Module):
             out = layer(hidden, attention_mask=bias)
             hidden = out[0] if isinstance(out, tuple) else out
             states.append(hidden)
-        features = torch.cat([states[i] for i in self.indices], dim=-1)
+        # The pooling head always computes in fp32 (a no-op for an fp32 encoder).
+        features = torch.cat([states[i] for i in self.indices], dim=-1).float()
         return self.head(features, attention_mask)
+
+    def half_encoder(self) -> EncoderGraph:
+        """Run embeddings and encoder layers in fp16; pooling, pooler and normalisation stay fp32."""
+        self.embeddings.half()
+        self.layers.half()
+        return self

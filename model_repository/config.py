@@ -22,12 +22,14 @@ class TensorSpec:
 @dataclass(frozen=True)
 class DynamicBatching:
     max_queue_delay_microseconds: int = 0
+    preferred_batch_sizes: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
 class InstanceGroup:
     count: int = 1
     kind: str = "KIND_CPU"  # KIND_CPU, KIND_GPU, or KIND_AUTO (GPU when present)
+    gpus: tuple[int, ...] = ()  # KIND_GPU only: `count` instances on each listed GPU
 
 
 @dataclass(frozen=True)
@@ -45,18 +47,22 @@ class ModelConfig:
     max_batch_size: int
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
-    backend: Optional[str] = None  # "python"; None for an ensemble
+    backend: Optional[str] = None  # "python"
+    platform: Optional[str] = None  # "ensemble", "onnxruntime_onnx", "tensorrt_plan"
     instance_group: Optional[InstanceGroup] = None
     dynamic_batching: Optional[DynamicBatching] = None
     ensemble_steps: tuple[EnsembleStep, ...] = ()
     parameters: Mapping[str, str] = field(default_factory=dict)
+    tensorrt_accelerator: Optional[str] = None  # ONNX Runtime's TensorRT provider, precision "FP16" or "FP32"
 
     def to_proto(self) -> pb.ModelConfig:
+        if (self.backend is None) == (self.platform is None):
+            raise ValueError(f"model {self.name!r} needs exactly one of backend and platform")
         config = pb.ModelConfig(name=self.name, max_batch_size=self.max_batch_size)
         if self.backend:
             config.backend = self.backend
         else:
-            config.platform = "ensemble"
+            config.platform = self.platform
             for step in self.ensemble_steps:
                 config.ensemble_scheduling.step.add(
                     model_name=step.model_name,
@@ -70,10 +76,16 @@ class ModelConfig:
                 tensor.allow_ragged_batch = True
         if self.instance_group:
             config.instance_group.add(
-                count=self.instance_group.count, kind=pb.ModelInstanceGroup.Kind.Value(self.instance_group.kind)
+                count=self.instance_group.count,
+                kind=pb.ModelInstanceGroup.Kind.Value(self.instance_group.kind),
+                gpus=list(self.instance_group.gpus),
             )
         if self.dynamic_batching:
             config.dynamic_batching.max_queue_delay_microseconds = self.dynamic_batching.max_queue_delay_microseconds
+            config.dynamic_batching.preferred_batch_size.extend(self.dynamic_batching.preferred_batch_sizes)
+        if self.tensorrt_accelerator:
+            accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
+            accelerator.parameters["precision_mode"] = self.tensorrt_accelerator
         for key, value in self.parameters.items():
             config.parameters[key].string_value = value
         return config

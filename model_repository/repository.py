@@ -2,7 +2,8 @@
 
     <repository>/<name>/            ensemble: strings in, vectors out; records the ModelInfo
     <repository>/<name>_tokenizer/  Python backend, the model's tokenizer.json
-    <repository>/<name>_encoder/    Python backend running ONNX Runtime on model.onnx
+    <repository>/<name>_encoder/    the encoder: Python backend running ONNX Runtime on model.onnx (embedded
+                                    server), or Triton's native onnxruntime / tensorrt backend
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from bertserve.errors import ExportError
 from bertserve.info import ModelInfo
 
 from .config import DynamicBatching, EnsembleStep, InstanceGroup, ModelConfig, TensorSpec
+from .deployment import Backend, Deployment
 
 _BACKENDS = Path(__file__).parent / "backends"
 TOKEN_TENSORS = ("input_ids", "attention_mask", "token_type_ids")
@@ -29,8 +31,8 @@ def component_names(name: str) -> tuple[str, str]:
     return f"{name}_tokenizer", f"{name}_encoder"
 
 
-def model_configs(info: ModelInfo) -> tuple[ModelConfig, ModelConfig, ModelConfig]:
-    """The tokenizer, encoder and ensemble configurations for `info`."""
+def model_configs(info: ModelInfo, deployment: Deployment = Deployment()) -> tuple[ModelConfig, ModelConfig, ModelConfig]:
+    """The tokenizer, encoder and ensemble configurations for `info`, served as `deployment` says."""
     tokenizer_name, encoder_name = component_names(info.name)
     text = TensorSpec("text", "TYPE_STRING", (1,))
     tokens = tuple(TensorSpec(n, "TYPE_INT64", (-1,)) for n in TOKEN_TENSORS)
@@ -44,20 +46,28 @@ def model_configs(info: ModelInfo) -> tuple[ModelConfig, ModelConfig, ModelConfi
         instance_group=InstanceGroup(1, "KIND_CPU"),
         dynamic_batching=DynamicBatching(),
     )
+    python = deployment.backend is Backend.PYTHON
     encoder = ModelConfig(
         name=encoder_name,
-        backend="python",
+        backend="python" if python else None,
+        platform=deployment.backend.platform,
         max_batch_size=info.max_batch_size,
-        # Ragged: the backend pads requests of different lengths together, so the
-        # dynamic batcher may merge them instead of only merging equal shapes.
-        inputs=tuple(TensorSpec(t.name, t.data_type, t.dims, allow_ragged_batch=True) for t in tokens),
+        # Ragged (Python backend only): it pads requests of different lengths together,
+        # so the dynamic batcher may merge them instead of only merging equal shapes.
+        inputs=tuple(TensorSpec(t.name, t.data_type, t.dims, allow_ragged_batch=python) for t in tokens),
         outputs=(embedding,),
-        instance_group=InstanceGroup(1, "KIND_AUTO"),
-        dynamic_batching=DynamicBatching(ENCODER_QUEUE_DELAY_US),
+        instance_group=InstanceGroup(deployment.instances, deployment.instance_kind, deployment.gpus),
+        dynamic_batching=DynamicBatching(
+            ENCODER_QUEUE_DELAY_US,
+            # A TensorRT engine is tuned for its profile's batch sizes; elsewhere preferred sizes only add delay.
+            tensorrt_batch_sizes(info.max_batch_size) if deployment.backend is Backend.TENSORRT else (),
+        ),
+        tensorrt_accelerator=("FP16" if info.precision == "fp16" else "FP32") if deployment.tensorrt_accelerator else None,
     )
     ensemble_outputs = (embedding, tokens[1]) if info.token_level else (embedding,)
     ensemble = ModelConfig(
         name=info.name,
+        platform="ensemble",
         max_batch_size=info.max_batch_size,
         inputs=(text,),
         outputs=ensemble_outputs,
@@ -70,13 +80,28 @@ def model_configs(info: ModelInfo) -> tuple[ModelConfig, ModelConfig, ModelConfi
     return tokenizer, encoder, ensemble
 
 
-def write_model(repository: Path, info: ModelInfo, onnx_file: Path, tokenizer: Tokenizer, overwrite: bool) -> None:
+def tensorrt_batch_sizes(max_batch_size: int) -> tuple[int, ...]:
+    """The batch sizes a TensorRT profile is optimised for (its `opt` and `max`), preferred by the batcher."""
+    return tuple(sorted({max(1, max_batch_size // 2), max_batch_size}))
+
+
+def write_model(
+    repository: Path,
+    info: ModelInfo,
+    deployment: Deployment,
+    encoder_file: Path,
+    tokenizer: Tokenizer,
+    overwrite: bool,
+) -> None:
     """Write the three models for `info` into `repository`, replacing them only if `overwrite`.
 
     Everything is staged beside the repository and moved in at the end, so a
     failed export never leaves a half-written model for Triton to load.
     """
-    tokenizer_cfg, encoder_cfg, ensemble_cfg = model_configs(info)
+    tokenizer_cfg, encoder_cfg, ensemble_cfg = model_configs(info, deployment)
+    encoder_files = {deployment.backend.model_file: encoder_file}
+    if deployment.backend is Backend.PYTHON:
+        encoder_files["model.py"] = _BACKENDS / "encoder" / "model.py"
     targets = [repository / cfg.name for cfg in (ensemble_cfg, tokenizer_cfg, encoder_cfg)]
     existing = [t for t in targets if t.exists()]
     if existing and not overwrite:
@@ -87,7 +112,7 @@ def write_model(repository: Path, info: ModelInfo, onnx_file: Path, tokenizer: T
         for cfg, files in [
             (ensemble_cfg, {}),
             (tokenizer_cfg, {"model.py": _BACKENDS / "tokenizer" / "model.py"}),
-            (encoder_cfg, {"model.py": _BACKENDS / "encoder" / "model.py", "model.onnx": onnx_file}),
+            (encoder_cfg, encoder_files),
         ]:
             version = staging / cfg.name / "1"
             version.mkdir(parents=True)

@@ -78,6 +78,22 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
+def _refuse_missing_backends(repository: Path) -> None:
+    """Fail before start, naming the model and backend, when the embedded server cannot run a model."""
+    from bertserve.model_repository.config import parse
+    from bertserve.model_repository.deployment import EMBEDDED_BACKENDS
+
+    for config_file in sorted(repository.glob("*/config.pbtxt")):
+        config = parse(config_file.read_text())
+        needed = config.backend or config.platform
+        if needed and needed not in EMBEDDED_BACKENDS:
+            raise ServerStartError(
+                f"model {config_file.parent.name!r} needs Triton's {needed!r} backend, which the embedded server "
+                "lacks (it has the Python backend only); re-export it with --backend python, or serve this "
+                "repository with the NGC Triton image (docker compose up)"
+            )
+
+
 class TritonServer:
     """Start, wait for, and stop one tritonserver. Use as a context manager.
 
@@ -112,6 +128,7 @@ class TritonServer:
             raise ServerStartError("this server is already started")
         if not Path(self.config.repository).is_dir():
             raise ServerStartError(f"model repository {self.config.repository} does not exist; export a model first")
+        _refuse_missing_backends(Path(self.config.repository))
         busy = {name: port for name, port in self.config.ports.items() if not _port_free(self.config.host, port)}
         if busy:
             name, port = next(iter(busy.items()))

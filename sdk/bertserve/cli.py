@@ -46,7 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     encode.set_defaults(run=_encode)
 
     export = commands.add_parser("export", help="export a Hugging Face BERT folder to a Triton model repository")
-    export.add_argument("model_dir", type=Path, help="folder with config.json, tokenizer files and weights")
+    export.add_argument("model_dir", type=Path, nargs="?",
+                        help="folder with config.json, tokenizer files and weights (default: all-MiniLM-L6-v2)")
     export.add_argument("-r", "--repository", type=Path, help="model repository (default: $BERTSERVE_HOME/repository)")
     export.add_argument("--name", help="model name in the repository (default: the folder's name)")
     export.add_argument("--pooling", choices=["mean", "max", "mean_max", "cls", "sep", "cls_pooled", "none"],
@@ -59,6 +60,17 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--max-seq-len", type=int, help="tokens per input, longer input is truncated on the right "
                                                         "(default: the model's, at most 512)")
     export.add_argument("--max-batch-size", type=int, default=64, help="largest batch the server accepts (default: %(default)s)")
+    export.add_argument("--precision", choices=["fp32", "fp16"], default="fp32",
+                        help="encoder precision; pooling stays fp32 (default: %(default)s)")
+    export.add_argument("--format", choices=["onnx", "tensorrt"], default="onnx",
+                        help="onnx, or a TensorRT engine for the tensorrt backend (needs tensorrt and a GPU)")
+    export.add_argument("--backend", choices=["python", "onnxruntime"],
+                        help="Triton backend for an ONNX encoder: python runs in `bertserve serve`, onnxruntime in "
+                             "the NGC Triton image (default: python)")
+    export.add_argument("--instances", type=int, default=1, help="encoder instances per GPU, or on the CPU (default: 1)")
+    export.add_argument("--gpus", help="comma-separated GPU ids for the encoder instances (default: any GPU, else CPU)")
+    export.add_argument("--tensorrt-accelerator", action="store_true",
+                        help="onnxruntime backend: run the graph with ONNX Runtime's TensorRT provider")
     export.add_argument("--overwrite", action="store_true", help="replace a model of the same name")
     export.set_defaults(run=_export)
 
@@ -107,15 +119,29 @@ def _read_sentences(args: argparse.Namespace) -> list[str]:
 def _export(args: argparse.Namespace) -> int:
     export, server = _server_modules()
     layers = tuple(int(v) for item in args.layers for v in item.split(",") if v) if args.layers else None
+    if args.format == "tensorrt" and args.backend:
+        raise BertserveError("--format tensorrt is served by the tensorrt backend; drop --backend")
+    backend = export.Backend.TENSORRT if args.format == "tensorrt" else export.Backend(args.backend or "python")
+    try:
+        deployment = export.Deployment(
+            backend=backend,
+            instances=args.instances,
+            gpus=tuple(int(g) for g in args.gpus.split(",")) if args.gpus else (),
+            tensorrt_accelerator=args.tensorrt_accelerator,
+        )
+    except ValueError as exc:
+        raise BertserveError(str(exc)) from None
     config = export.ExportConfig(
-        model_dir=args.model_dir,
+        model_dir=args.model_dir or server.default_model_dir(),
         repository=args.repository or server.bertserve_home() / "repository",
-        name=args.name,
+        name=args.name or (None if args.model_dir else server.DEFAULT_MODEL_NAME),
         pooling=export.Pooling(args.pooling) if args.pooling else None,
         layers=layers,
         normalize=args.normalize,
         max_seq_len=args.max_seq_len,
         max_batch_size=args.max_batch_size,
+        precision=export.Precision(args.precision),
+        deployment=deployment,
         overwrite=args.overwrite,
     )
     info = export.export_model(config)

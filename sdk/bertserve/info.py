@@ -30,6 +30,7 @@ class ModelInfo:
     max_seq_len: int
     max_batch_size: int
     precision: str = "fp32"
+    backend: str = "python"
     format_version: int = FORMAT_VERSION
 
     @property
@@ -71,6 +72,7 @@ class ModelInfo:
             max_seq_len=int(raw["max_seq_len"]),
             max_batch_size=int(raw["max_batch_size"]),
             precision=raw.get("precision", "fp32"),
+            backend=raw.get("backend", "python"),
             format_version=int(raw.get("format_version", FORMAT_VERSION)),
         )
 

@@ -25,7 +25,7 @@ def _export(model_dir, tmp_path, **options):
     plan = plan_export(ExportConfig(model_dir=model_dir, repository=tmp_path / "repo", max_seq_len=64, **options))
     tokenizer = build_tokenizer(plan.transformer_dir, plan.max_seq_len, plan.lowercase_input)
     path = tmp_path / "model.onnx"
-    dim = export_encoder(plan, tokenizer, path)
+    dim = export_encoder(plan, tokenizer, path, plan.precision)
     encodings = tokenizer.encode_batch(TEXTS)
     batch = {
         "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),

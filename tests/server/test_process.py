@@ -8,6 +8,7 @@ import urllib.request
 import pytest
 
 from bertserve.errors import ServerStartError
+from bertserve.export import Backend, Deployment, ExportConfig, export_model
 from bertserve.server import ServerConfig, TritonServer
 
 from ..conftest import free_ports
@@ -52,3 +53,12 @@ def test_start_ready_stop(repository):
     assert not server.is_alive()
     assert process.returncode is not None
     assert not server.is_ready()
+
+
+def test_repository_needing_a_native_backend_is_refused_by_name(plain_bert_dir, tmp_path):
+    repo = tmp_path / "repo"
+    export_model(ExportConfig(model_dir=plain_bert_dir, repository=repo, name="native", max_seq_len=32,
+                              deployment=Deployment(Backend.ONNXRUNTIME)))
+    with pytest.raises(ServerStartError, match="model 'native_encoder' needs Triton's 'onnxruntime_onnx' backend.*"
+                                               "--backend python.*docker compose up"):
+        TritonServer(_config(repo)).start()

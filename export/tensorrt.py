@@ -1,0 +1,71 @@
+"""Build a TensorRT engine from the exported ONNX encoder (needs the `tensorrt` package and an NVIDIA GPU)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from bertserve.errors import ExportError
+from bertserve.model_repository.repository import tensorrt_batch_sizes
+
+from .encoder import INPUT_NAMES
+
+_log = logging.getLogger("bertserve.export")
+_WORKSPACE_BYTES = 4 << 30
+
+
+def tensorrt_unavailable() -> str | None:
+    """Why a TensorRT engine cannot be built here, or None when it can."""
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return "the tensorrt package is not installed (pip install tensorrt)"
+    import torch
+
+    if not torch.cuda.is_available():
+        return "no NVIDIA GPU is visible"
+    return None
+
+
+def require_tensorrt() -> None:
+    """Raise a clear `ExportError` unless a TensorRT engine can be built here."""
+    reason = tensorrt_unavailable()
+    if reason:
+        raise ExportError(
+            f"--format tensorrt needs the tensorrt package and an NVIDIA GPU, but {reason}; "
+            "export ONNX instead (--backend onnxruntime, optionally --tensorrt-accelerator)"
+        )
+
+
+def build_engine(onnx_file: Path, plan_file: Path, max_batch_size: int, max_seq_len: int, fp16: bool) -> Path:
+    """Compile `onnx_file` into `plan_file` with one profile over batch 1..max and length 1..max_seq_len.
+
+    The engine is tied to the GPU model and TensorRT version it is built with:
+    build it with the TensorRT of the Triton image that will serve it.
+    """
+    require_tensorrt()
+    import tensorrt as trt
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx_file.read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ExportError(f"TensorRT could not parse the ONNX encoder: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, _WORKSPACE_BYTES)
+    if fp16:
+        config.set_flag(trt.BuilderFlag.FP16)
+    profile = builder.create_optimization_profile()
+    opt_batch = tensorrt_batch_sizes(max_batch_size)[0]
+    for name in INPUT_NAMES:
+        profile.set_shape(name, (1, 1), (opt_batch, max(1, max_seq_len // 2)), (max_batch_size, max_seq_len))
+    config.add_optimization_profile(profile)
+    _log.info("building the TensorRT engine (batch up to %d, length up to %d, fp16=%s); this takes minutes",
+              max_batch_size, max_seq_len, fp16)
+    engine = builder.build_serialized_network(network, config)
+    if engine is None:
+        raise ExportError("TensorRT failed to build the engine; its log above says why")
+    plan_file.write_bytes(bytes(engine))
+    return plan_file

@@ -1,0 +1,54 @@
+"""How the encoder is served: which Triton backend runs it, how many instances, on which GPUs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Backend(str, Enum):
+    """The Triton backend that runs the encoder."""
+
+    PYTHON = "python"  # Python backend + ONNX Runtime: runs in the embedded server (CPU, or GPU with onnxruntime-gpu)
+    ONNXRUNTIME = "onnxruntime"  # native onnxruntime_onnx backend of the NGC Triton image
+    TENSORRT = "tensorrt"  # native tensorrt_plan backend, with an engine built at export time
+
+    @property
+    def platform(self) -> str | None:
+        """Triton `platform` of the encoder, or None for the Python backend."""
+        return {Backend.ONNXRUNTIME: "onnxruntime_onnx", Backend.TENSORRT: "tensorrt_plan"}.get(self)
+
+    @property
+    def model_file(self) -> str:
+        return "model.plan" if self is Backend.TENSORRT else "model.onnx"
+
+
+# Backends the embedded server (nvidia-pytriton's tritonserver) ships.
+EMBEDDED_BACKENDS = frozenset({"python", "ensemble"})
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Encoder placement, as bert-as-service's num_worker / device_map.
+
+    `instances` encoder instances run on each GPU in `gpus`; with no GPUs
+    listed they run on a GPU when Triton finds one, else on the CPU
+    (TensorRT engines always need a GPU).
+    """
+
+    backend: Backend = Backend.PYTHON
+    instances: int = 1
+    gpus: tuple[int, ...] = ()
+    tensorrt_accelerator: bool = False  # ONNX Runtime only: let its TensorRT provider run the graph
+
+    def __post_init__(self) -> None:
+        if self.instances < 1:
+            raise ValueError(f"instances must be at least 1, got {self.instances}")
+        if any(gpu < 0 for gpu in self.gpus):
+            raise ValueError(f"GPU ids are 0 or more, got {list(self.gpus)}")
+        if self.tensorrt_accelerator and self.backend is not Backend.ONNXRUNTIME:
+            raise ValueError("the TensorRT accelerator applies to the onnxruntime backend only")
+
+    @property
+    def instance_kind(self) -> str:
+        return "KIND_GPU" if self.gpus or self.backend is Backend.TENSORRT else "KIND_AUTO"

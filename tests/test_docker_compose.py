@@ -1,0 +1,70 @@
+"""docker-compose.yml: valid, GPU by default with a CPU profile; what the containers run also runs here."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = shutil.which("docker-compose")
+needs_compose = pytest.mark.skipif(
+    COMPOSE is None, reason="docker-compose (Debian package) is not installed; `make test` installs it as root"
+)
+
+
+def _compose(*args: str) -> str:
+    result = subprocess.run([COMPOSE, "-f", str(ROOT / "docker-compose.yml"), *args], capture_output=True,
+                            text=True, timeout=60, cwd=ROOT, env={**os.environ, "BERTSERVE_MODEL_DIR": ""})
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@needs_compose
+def test_compose_file_is_valid():
+    _compose("config", "-q")
+    _compose("--profile", "cpu", "config", "-q")
+    assert _compose("--profile", "cpu", "config", "--services").split() == ["export", "triton", "export-cpu", "triton-cpu"]
+
+
+@needs_compose
+def test_gpu_service_serves_the_exported_volume_with_health_check():
+    services = yaml.safe_load(_compose("--profile", "cpu", "config"))["services"]
+    triton, cpu = services["triton"], services["triton-cpu"]
+    assert triton["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    assert "deploy" not in cpu
+    for service, exporter in [(triton, "export"), (cpu, "export-cpu")]:
+        assert service["depends_on"] == {exporter: {"condition": "service_completed_successfully"}}
+        assert "http://localhost:8000/v2/health/ready" in service["healthcheck"]["test"]
+        assert service["restart"] == "unless-stopped"
+        assert sorted(p["target"] if isinstance(p, dict) else int(p.split(":")[-1]) for p in service["ports"]) == [8000, 8001, 8002]
+    assert services["export"]["command"] == ["--backend", "onnxruntime", "--precision", "fp16"]
+    assert services["export-cpu"]["command"] == ["--backend", "python"]
+
+
+def test_image_is_the_triton_release_of_the_embedded_server():
+    dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
+    assert "FROM nvcr.io/nvidia/tritonserver:24.10-py3" in dockerfile  # Triton 2.51, as nvidia-pytriton 0.7.0
+
+
+def test_export_script_runs_outside_docker(plain_bert_dir, tmp_path):
+    env = {
+        **os.environ,
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
+        "BERTSERVE_INPUT": str(plain_bert_dir),
+        "BERTSERVE_REPOSITORY": str(tmp_path / "models"),
+        "BERTSERVE_MODEL_NAME": "mine",
+        "BERTSERVE_EXPORT_ARGS": "--pooling cls --max-seq-len 32",
+    }
+    result = subprocess.run(["sh", str(ROOT / "docker" / "export.sh"), "--backend", "python"], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    info = json.loads((tmp_path / "models" / "mine" / "bertserve.json").read_text())
+    assert (info["pooling"], info["max_seq_len"], info["backend"], info["source"]) == (
+        "cls", 32, "python", str(plain_bert_dir))
