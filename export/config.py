@@ -51,6 +51,8 @@ class ExportConfig:
     normalize: Optional[bool] = None
     max_seq_len: Optional[int] = None
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
+    mask_cls_sep: bool = False  # leave [CLS] and [SEP] out of pooling
+    lowercase: Optional[bool] = None  # None: the tokenizer's own casing
     precision: Precision = Precision.FP32
     deployment: Deployment = Deployment()
     overwrite: bool = False
@@ -68,6 +70,8 @@ class ExportPlan:
     normalize: bool
     max_seq_len: int
     max_batch_size: int
+    mask_cls_sep: bool
+    lowercase: Optional[bool]
     precision: Precision
     deployment: Deployment
     lowercase_input: bool
@@ -111,15 +115,20 @@ def plan_export(config: ExportConfig) -> ExportPlan:
     layers = tuple(config.layers) if config.layers else ((-1,) if st else (-2,))
     if len(set(layers)) != len(layers):
         raise ExportError(f"layers {layers} lists a layer twice")
+    pooling = Pooling(config.pooling) if config.pooling else (st.pooling if st else Pooling.MEAN)
+    if config.mask_cls_sep and pooling in (Pooling.CLS, Pooling.SEP, Pooling.CLS_POOLED):
+        raise ExportError(f"--mask-cls-sep leaves nothing for {pooling.value} pooling, which reads [CLS] or [SEP]")
     return ExportPlan(
         transformer_dir=transformer_dir,
         repository=Path(config.repository).expanduser(),
         name=name,
-        pooling=Pooling(config.pooling) if config.pooling else (st.pooling if st else Pooling.MEAN),
+        pooling=pooling,
         layers=layers,
         normalize=config.normalize if config.normalize is not None else bool(st and st.normalize),
         max_seq_len=max_seq_len,
         max_batch_size=config.max_batch_size,
+        mask_cls_sep=config.mask_cls_sep,
+        lowercase=config.lowercase,
         precision=Precision(config.precision),
         deployment=config.deployment,
         lowercase_input=bool(st and st.lowercase_input),

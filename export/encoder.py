@@ -15,6 +15,7 @@ from bertserve.errors import ExportError
 from .config import ExportPlan, Precision
 from .graph import EncoderGraph
 from .pooling import Pooling
+from .tokenizer import PreparedTokenizer
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAME = "embedding"
@@ -50,11 +51,13 @@ def load_bert(plan: ExportPlan) -> torch.nn.Module:
     return bert.eval()
 
 
-def export_encoder(plan: ExportPlan, tokenizer: Tokenizer, path: Path, precision: Precision) -> int:
+def export_encoder(plan: ExportPlan, prepared: PreparedTokenizer, path: Path, precision: Precision) -> int:
     """Write the ONNX encoder to `path` in `precision`, validate it, and return the embedding dimension."""
     bert = load_bert(plan)
+    tokenizer = prepared.tokenizer
+    excluded = (prepared.cls_id, prepared.sep_id) if plan.mask_cls_sep else ()
     try:
-        graph = EncoderGraph(bert, plan.layers, plan.pooling, plan.normalize).eval()
+        graph = EncoderGraph(bert, plan.layers, plan.pooling, plan.normalize, excluded).eval()
     except ValueError as exc:
         raise ExportError(str(exc)) from exc
     check = _tokenize(tokenizer, _CHECK_SENTENCES[::-1] + ["x " * 600])
@@ -116,7 +119,8 @@ def _reference(bert: torch.nn.Module, graph: EncoderGraph, batch: dict[str, np.n
     with torch.no_grad():
         hidden = bert(**tensors, output_hidden_states=True).hidden_states
         features = torch.cat([hidden[i] for i in graph.indices], dim=-1)
-        return graph.head(features, tensors["attention_mask"]).numpy()
+        mask = graph.pooling_mask(tensors["input_ids"], tensors["attention_mask"])
+        return graph.head(features, mask).numpy()
 
 
 def _onnx_output(path: Path, batch: dict[str, np.ndarray]) -> np.ndarray:

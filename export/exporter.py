@@ -37,12 +37,12 @@ def export_model(config: ExportConfig) -> ModelInfo:
         plan.transformer_dir, plan.name, plan.pooling.value, list(plan.layers), plan.normalize, plan.max_seq_len,
         plan.precision.value, backend.value,
     )
-    tokenizer = build_tokenizer(plan.transformer_dir, plan.max_seq_len, plan.lowercase_input)
+    prepared = build_tokenizer(plan.transformer_dir, plan.max_seq_len, plan.lowercase_input, plan.lowercase)
     with tempfile.TemporaryDirectory(prefix="bertserve-export-") as scratch:
         encoder_file = Path(scratch) / "model.onnx"
         # TensorRT gets the fp32 graph and lowers precision itself (with fp32 LayerNorm where needed).
         onnx_precision = Precision.FP32 if backend is Backend.TENSORRT else plan.precision
-        dim = export_encoder(plan, tokenizer, encoder_file, onnx_precision)
+        dim = export_encoder(plan, prepared, encoder_file, onnx_precision)
         if backend is Backend.TENSORRT:
             encoder_file = build_engine(encoder_file, Path(scratch) / "model.plan", plan.max_batch_size,
                                         plan.max_seq_len, fp16=plan.precision is Precision.FP16)
@@ -55,9 +55,11 @@ def export_model(config: ExportConfig) -> ModelInfo:
             normalize=plan.normalize,
             max_seq_len=plan.max_seq_len,
             max_batch_size=plan.max_batch_size,
+            mask_cls_sep=plan.mask_cls_sep,
             precision=plan.precision.value,
             backend=backend.value,
         )
-        write_model(plan.repository, info, plan.deployment, encoder_file, tokenizer, plan.overwrite)
+        write_model(plan.repository, info, plan.deployment, encoder_file, prepared.tokenizer,
+                    prepared.special_tokens, plan.overwrite)
     _log.info("wrote %s to %s in %.1f s (dim %d)", plan.name, plan.repository, time.monotonic() - started, dim)
     return info

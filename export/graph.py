@@ -27,10 +27,18 @@ def hidden_state_indices(layers: Sequence[int], num_layers: int) -> list[int]:
 class EncoderGraph(nn.Module):
     """`(input_ids, attention_mask, token_type_ids)` -> pooled embeddings, as one traceable module."""
 
-    def __init__(self, bert: nn.Module, layers: Sequence[int], pooling: Pooling, normalize: bool) -> None:
+    def __init__(
+        self,
+        bert: nn.Module,
+        layers: Sequence[int],
+        pooling: Pooling,
+        normalize: bool,
+        excluded_ids: Sequence[int] = (),
+    ) -> None:
         super().__init__()
         num_layers = len(bert.encoder.layer)
         self.indices = hidden_state_indices(layers, num_layers)
+        self.excluded_ids = tuple(excluded_ids)  # token ids left out of pooling (bert-as-service's mask_cls_sep)
         self.embeddings = bert.embeddings
         self.layers = nn.ModuleList(bert.encoder.layer[: max(self.indices)])
         self.head = PoolingHead(pooling, normalize, bert.pooler if pooling is Pooling.CLS_POOLED else None)
@@ -50,7 +58,13 @@ class EncoderGraph(nn.Module):
             states.append(hidden)
         # The pooling head always computes in fp32 (a no-op for an fp32 encoder).
         features = torch.cat([states[i] for i in self.indices], dim=-1).float()
-        return self.head(features, attention_mask)
+        return self.head(features, self.pooling_mask(input_ids, attention_mask))
+
+    def pooling_mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The tokens pooling reads: real ones, less any excluded special tokens."""
+        for token_id in self.excluded_ids:
+            attention_mask = attention_mask * (input_ids != token_id).to(attention_mask.dtype)
+        return attention_mask
 
     def half_encoder(self) -> EncoderGraph:
         """Run embeddings and encoder layers in fp16; pooling, pooler and normalisation stay fp32."""

@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from tokenizers import Tokenizer, normalizers
 
 from bertserve.errors import ExportError
+from bertserve.model_repository.repository import SpecialTokens
 
 
-def build_tokenizer(transformer_dir: Path, max_seq_len: int, lowercase_input: bool) -> Tokenizer:
-    """A `tokenizers.Tokenizer` with the model's vocabulary and casing, right-truncating at `max_seq_len`.
+@dataclass(frozen=True)
+class PreparedTokenizer:
+    tokenizer: Tokenizer
+    special_tokens: SpecialTokens
+    cls_id: int
+    sep_id: int
+
+
+def build_tokenizer(
+    transformer_dir: Path, max_seq_len: int, lowercase_input: bool, lowercase: Optional[bool] = None
+) -> PreparedTokenizer:
+    """The model's tokenizer with its vocabulary and casing, right-truncating at `max_seq_len`.
 
     Folders that only carry vocab.txt are converted by transformers, so the
-    served tokenizer is always a self-contained tokenizer.json.
+    served tokenizer is always a self-contained tokenizer.json. `lowercase`
+    overrides the model's own casing (True: lower-case and strip accents, as
+    uncased BERT; False: keep text as written).
     """
     from transformers import AutoTokenizer
 
@@ -27,7 +42,14 @@ def build_tokenizer(transformer_dir: Path, max_seq_len: int, lowercase_input: bo
     tokenizer.no_padding()
     tokenizer.enable_truncation(max_length=max_seq_len, strategy="longest_first", direction="right")
     tokenizer.enable_padding(direction="right", pad_id=hf.pad_token_id, pad_token=hf.pad_token)
+    if lowercase is not None:
+        if not isinstance(tokenizer.normalizer, normalizers.BertNormalizer):
+            raise ExportError(f"{transformer_dir}'s tokenizer is not a BERT tokenizer; its casing cannot be overridden")
+        tokenizer.normalizer = normalizers.BertNormalizer(
+            clean_text=True, handle_chinese_chars=True, strip_accents=lowercase, lowercase=lowercase
+        )
     if lowercase_input:  # sentence-transformers' do_lower_case lower-cases before the tokenizer runs
         steps = [normalizers.Lowercase()] + ([tokenizer.normalizer] if tokenizer.normalizer else [])
         tokenizer.normalizer = normalizers.Sequence(steps)
-    return tokenizer
+    special = SpecialTokens(cls=hf.cls_token, sep=hf.sep_token, unk=hf.unk_token)
+    return PreparedTokenizer(tokenizer, special, hf.cls_token_id, hf.sep_token_id)

@@ -17,6 +17,7 @@ class TensorSpec:
     data_type: str  # "TYPE_INT64", "TYPE_FP32", "TYPE_STRING", ...
     dims: tuple[int, ...]
     allow_ragged_batch: bool = False
+    optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,8 @@ class ModelConfig:
             tensor = target.add(name=spec.name, data_type=pb.DataType.Value(spec.data_type), dims=list(spec.dims))
             if spec.allow_ragged_batch:
                 tensor.allow_ragged_batch = True
+            if spec.optional:
+                tensor.optional = True
         if self.instance_group:
             config.instance_group.add(
                 count=self.instance_group.count,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from tokenizers import Tokenizer
@@ -22,6 +23,23 @@ from .deployment import Backend, Deployment
 
 _BACKENDS = Path(__file__).parent / "backends"
 TOKEN_TENSORS = ("input_ids", "attention_mask", "token_type_ids")
+# What clients may send: the text, and optionally a second segment and a pre-tokenized flag per item.
+TEXT_INPUTS = (
+    TensorSpec("text", "TYPE_STRING", (1,)),
+    TensorSpec("text_pair", "TYPE_STRING", (1,), optional=True),
+    TensorSpec("is_tokenized", "TYPE_BOOL", (1,), optional=True),
+)
+# What the tokenizer tells clients besides ids: the tokens the encoder sees, and the count before truncation.
+TOKEN_INFO = (TensorSpec("tokens", "TYPE_STRING", (-1,)), TensorSpec("token_count", "TYPE_INT64", (1,)))
+
+
+@dataclass(frozen=True)
+class SpecialTokens:
+    """The vocabulary's special tokens, used for pre-tokenized input."""
+
+    cls: str = "[CLS]"
+    sep: str = "[SEP]"
+    unk: str = "[UNK]"
 # Short enough to be invisible next to a forward pass, long enough to merge concurrent requests.
 ENCODER_QUEUE_DELAY_US = 2000
 
@@ -31,20 +49,27 @@ def component_names(name: str) -> tuple[str, str]:
     return f"{name}_tokenizer", f"{name}_encoder"
 
 
-def model_configs(info: ModelInfo, deployment: Deployment = Deployment()) -> tuple[ModelConfig, ModelConfig, ModelConfig]:
+def model_configs(
+    info: ModelInfo, deployment: Deployment = Deployment(), special_tokens: SpecialTokens = SpecialTokens()
+) -> tuple[ModelConfig, ModelConfig, ModelConfig]:
     """The tokenizer, encoder and ensemble configurations for `info`, served as `deployment` says."""
     tokenizer_name, encoder_name = component_names(info.name)
-    text = TensorSpec("text", "TYPE_STRING", (1,))
     tokens = tuple(TensorSpec(n, "TYPE_INT64", (-1,)) for n in TOKEN_TENSORS)
     embedding = TensorSpec("embedding", "TYPE_FP32", (-1, info.dim) if info.token_level else (info.dim,))
     tokenizer = ModelConfig(
         name=tokenizer_name,
         backend="python",
         max_batch_size=info.max_batch_size,
-        inputs=(text,),
-        outputs=tokens,
+        inputs=TEXT_INPUTS,
+        outputs=tokens + TOKEN_INFO,
         instance_group=InstanceGroup(1, "KIND_CPU"),
         dynamic_batching=DynamicBatching(),
+        parameters={
+            "max_seq_len": str(info.max_seq_len),
+            "cls_token": special_tokens.cls,
+            "sep_token": special_tokens.sep,
+            "unk_token": special_tokens.unk,
+        },
     )
     python = deployment.backend is Backend.PYTHON
     encoder = ModelConfig(
@@ -64,15 +89,19 @@ def model_configs(info: ModelInfo, deployment: Deployment = Deployment()) -> tup
         ),
         tensorrt_accelerator=("FP16" if info.precision == "fp16" else "FP32") if deployment.tensorrt_accelerator else None,
     )
-    ensemble_outputs = (embedding, tokens[1]) if info.token_level else (embedding,)
+    ensemble_outputs = (embedding, *TOKEN_INFO) + ((tokens[1],) if info.token_level else ())
     ensemble = ModelConfig(
         name=info.name,
         platform="ensemble",
         max_batch_size=info.max_batch_size,
-        inputs=(text,),
+        inputs=TEXT_INPUTS,
         outputs=ensemble_outputs,
         ensemble_steps=(
-            EnsembleStep(tokenizer_name, {"text": "text"}, {n: n for n in TOKEN_TENSORS}),
+            EnsembleStep(
+                tokenizer_name,
+                {t.name: t.name for t in TEXT_INPUTS},
+                {n: n for n in TOKEN_TENSORS + tuple(t.name for t in TOKEN_INFO)},
+            ),
             EnsembleStep(encoder_name, {n: n for n in TOKEN_TENSORS}, {"embedding": "embedding"}),
         ),
         parameters=info.to_parameters(),
@@ -91,6 +120,7 @@ def write_model(
     deployment: Deployment,
     encoder_file: Path,
     tokenizer: Tokenizer,
+    special_tokens: SpecialTokens,
     overwrite: bool,
 ) -> None:
     """Write the three models for `info` into `repository`, replacing them only if `overwrite`.
@@ -98,7 +128,7 @@ def write_model(
     Everything is staged beside the repository and moved in at the end, so a
     failed export never leaves a half-written model for Triton to load.
     """
-    tokenizer_cfg, encoder_cfg, ensemble_cfg = model_configs(info, deployment)
+    tokenizer_cfg, encoder_cfg, ensemble_cfg = model_configs(info, deployment, special_tokens)
     encoder_files = {deployment.backend.model_file: encoder_file}
     if deployment.backend is Backend.PYTHON:
         encoder_files["model.py"] = _BACKENDS / "encoder" / "model.py"

@@ -18,6 +18,7 @@ from bertserve.server.default_model import default_model_dir  # noqa: E402
 
 DEFAULT_NAME = "all-MiniLM-L6-v2"
 TOKENS_NAME = "minilm-tokens"
+STREAM_NAME = "minilm-stream"  # one layer, large batches: cheap enough to stream 100,000 sentences in a test
 _PLAIN_BERT_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
                      "special_tokens_map.json")
 
@@ -50,11 +51,13 @@ def plain_bert_dir(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 @pytest.fixture(scope="session")
 def repository(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A repository with the default model and a token-level (pooling none) variant of it."""
+    """One repository, several models: the default, a token-level (pooling none) and a streaming variant."""
     repo = tmp_path_factory.mktemp("repo") / "repository"
     export_model(ExportConfig(model_dir=minilm_dir, repository=repo, name=DEFAULT_NAME))
     export_model(ExportConfig(model_dir=minilm_dir, repository=repo, name=TOKENS_NAME, pooling=Pooling.NONE,
                               normalize=False, max_seq_len=64))
+    export_model(ExportConfig(model_dir=minilm_dir, repository=repo, name=STREAM_NAME, layers=(-6,),
+                              max_seq_len=16, max_batch_size=256))
     return repo
 
 

@@ -68,3 +68,9 @@ def test_export_command_writes_a_self_describing_model(plain_bert_dir, tmp_path)
     assert json.loads((repo / "plain" / "bertserve.json").read_text()) == info
     again = _run("export", str(plain_bert_dir), "--repository", str(repo), "--name", "plain")
     assert again.returncode == 1 and "already exists; pass --overwrite" in again.stderr
+
+
+def test_status_command_prints_the_models(server):
+    result = _run("status", "--url", server.grpc_url)
+    assert result.returncode == 0, result.stderr
+    assert "Triton 2.51.0" in result.stdout and "all-MiniLM-L6-v2_encoder" in result.stdout

@@ -5,8 +5,18 @@
 """
 
 from . import errors
-from .client import Encoder
+from .client import Encoder, TruncationWarning
 from .info import ModelInfo
+from .status import ClientStatus, ModelStatus, ServerStatus
 
 __version__ = "0.1.0"
-__all__ = ["Encoder", "ModelInfo", "errors", "__version__"]
+__all__ = [
+    "ClientStatus",
+    "Encoder",
+    "ModelInfo",
+    "ModelStatus",
+    "ServerStatus",
+    "TruncationWarning",
+    "errors",
+    "__version__",
+]

@@ -74,7 +74,11 @@ class Transport(Protocol):
 
     def model_index(self) -> list[dict[str, Any]]: ...
 
-    def infer(self, model: str, texts: list[bytes], outputs: list[str]) -> dict[str, np.ndarray]: ...
+    def infer(self, model: str, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]: ...
+
+    def server_metadata(self) -> dict[str, Any]: ...
+
+    def statistics(self) -> list[dict[str, Any]]: ...
 
     def close(self) -> None: ...
 
@@ -85,10 +89,14 @@ def open_transport(address: Address, timeout: float) -> Transport:
     return _HttpTransport(address, timeout)
 
 
-def _text_tensor(module: Any, texts: list[bytes]) -> Any:
-    tensor = module.InferInput("text", [len(texts), 1], "BYTES")
-    tensor.set_data_from_numpy(np.array(texts, dtype=np.object_).reshape(-1, 1))
-    return tensor
+def _input_tensors(module: Any, inputs: dict[str, np.ndarray]) -> list[Any]:
+    tensors = []
+    for name, array in inputs.items():
+        datatype = "BYTES" if array.dtype == np.object_ else "BOOL" if array.dtype == np.bool_ else "FP32"
+        tensor = module.InferInput(name, list(array.shape), datatype)
+        tensor.set_data_from_numpy(array)
+        tensors.append(tensor)
+    return tensors
 
 
 class _GrpcTransport:
@@ -113,13 +121,22 @@ class _GrpcTransport:
             index = self._client.get_model_repository_index(as_json=True, client_timeout=self._timeout)
         return index.get("models", [])
 
-    def infer(self, model: str, texts: list[bytes], outputs: list[str]) -> dict[str, np.ndarray]:
+    def infer(self, model: str, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         requested = [self._mod.InferRequestedOutput(name) for name in outputs]
         with _translated(self.address, model):
             result = self._client.infer(
-                model, [_text_tensor(self._mod, texts)], outputs=requested, client_timeout=self._timeout
+                model, _input_tensors(self._mod, inputs), outputs=requested, client_timeout=self._timeout
             )
         return {name: result.as_numpy(name) for name in outputs}
+
+    def server_metadata(self) -> dict[str, Any]:
+        with _translated(self.address):
+            return self._client.get_server_metadata(as_json=True, client_timeout=self._timeout)
+
+    def statistics(self) -> list[dict[str, Any]]:
+        with _translated(self.address):
+            stats = self._client.get_inference_statistics(as_json=True, client_timeout=self._timeout)
+        return stats.get("model_stats", [])
 
     def close(self) -> None:
         self._client.close()
@@ -147,11 +164,19 @@ class _HttpTransport:
         with _translated(self.address):
             return self._client.get_model_repository_index()
 
-    def infer(self, model: str, texts: list[bytes], outputs: list[str]) -> dict[str, np.ndarray]:
+    def infer(self, model: str, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         requested = [self._mod.InferRequestedOutput(name, binary_data=True) for name in outputs]
         with _translated(self.address, model):
-            result = self._client.infer(model, [_text_tensor(self._mod, texts)], outputs=requested)
+            result = self._client.infer(model, _input_tensors(self._mod, inputs), outputs=requested)
         return {name: result.as_numpy(name) for name in outputs}
+
+    def server_metadata(self) -> dict[str, Any]:
+        with _translated(self.address):
+            return self._client.get_server_metadata()
+
+    def statistics(self) -> list[dict[str, Any]]:
+        with _translated(self.address):
+            return self._client.get_inference_statistics().get("model_stats", [])
 
     def close(self) -> None:
         try:

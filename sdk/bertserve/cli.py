@@ -60,6 +60,10 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--max-seq-len", type=int, help="tokens per input, longer input is truncated on the right "
                                                         "(default: the model's, at most 512)")
     export.add_argument("--max-batch-size", type=int, default=64, help="largest batch the server accepts (default: %(default)s)")
+    export.add_argument("--mask-cls-sep", action="store_true", help="leave [CLS] and [SEP] out of pooling")
+    export.add_argument("--lowercase", action=argparse.BooleanOptionalAction,
+                        help="override the tokenizer's casing: --lowercase as uncased BERT, --no-lowercase keeps case "
+                             "(default: the model's own)")
     export.add_argument("--precision", choices=["fp32", "fp16"], default="fp32",
                         help="encoder precision; pooling stays fp32 (default: %(default)s)")
     export.add_argument("--format", choices=["onnx", "tensorrt"], default="onnx",
@@ -73,6 +77,12 @@ def _parser() -> argparse.ArgumentParser:
                         help="onnxruntime backend: run the graph with ONNX Runtime's TensorRT provider")
     export.add_argument("--overwrite", action="store_true", help="replace a model of the same name")
     export.set_defaults(run=_export)
+
+    status = commands.add_parser("status", help="show the server's models and their request figures")
+    status.add_argument("--url", default="localhost:8001", help="server address (default: %(default)s)")
+    status.add_argument("--protocol", choices=["grpc", "http"], help="protocol when the url has no scheme (default: grpc)")
+    status.add_argument("--timeout", type=float, default=10.0, help="seconds (default: %(default)s)")
+    status.set_defaults(run=_status)
 
     serve = commands.add_parser("serve", help="run tritonserver locally (default: the all-MiniLM-L6-v2 model)")
     serve.add_argument("-r", "--repository", type=Path,
@@ -101,6 +111,14 @@ def _encode(args: argparse.Namespace) -> int:
         args.output.write_text(lines)
     else:
         sys.stdout.write(lines)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from .client import Encoder
+
+    with Encoder(args.url, protocol=args.protocol, timeout=args.timeout) as encoder:
+        print(encoder.server_status().table())
     return 0
 
 
@@ -140,6 +158,8 @@ def _export(args: argparse.Namespace) -> int:
         normalize=args.normalize,
         max_seq_len=args.max_seq_len,
         max_batch_size=args.max_batch_size,
+        mask_cls_sep=args.mask_cls_sep,
+        lowercase=args.lowercase,
         precision=export.Precision(args.precision),
         deployment=deployment,
         overwrite=args.overwrite,

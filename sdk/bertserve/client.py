@@ -2,20 +2,45 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sys
 import threading
+import time
+import warnings
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Sequence, Union
+from dataclasses import dataclass
+from functools import partial
+from itertools import islice
+from typing import Any, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
 from ._transport import Address, Transport, open_transport, parse_address
-from .errors import InvalidInputError, ModelNotFoundError, ServerError
+from .errors import InvalidInputError, ModelNotFoundError, ServerError, ServerUnavailableError
 from .info import ModelInfo
+from .status import ClientStatus, ServerStatus, _ClientCounters
 
 Vectors = Union[np.ndarray, list]
 
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_CONCURRENCY = 4
+DEFAULT_RETRIES = 3
+PAIR_SEPARATOR = " ||| "  # bert-as-service's way of writing a sentence pair as one string
+_PROGRESS_MIN_REQUESTS = 8  # an automatic progress bar only for jobs of at least this many requests
+
+
+class TruncationWarning(UserWarning):
+    """Some inputs were longer than the model's max_seq_len and were cut on the right."""
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """One request's worth of input, as tensors for the ensemble."""
+
+    inputs: dict[str, np.ndarray]
+    size: int
 
 
 class Encoder:
@@ -25,19 +50,21 @@ class Encoder:
     returns a float32 array `[2, dim]`. The url's scheme picks the protocol
     (`grpc://`, `http://`); without one, `protocol` decides, gRPC by default.
     Large inputs are split into requests of at most the model's batch size and
-    sent `concurrency` at a time; results keep input order. Every call is bounded
-    by `timeout` seconds. One Encoder may be shared by many threads.
+    sent `concurrency` at a time; results keep input order. Every call is
+    bounded by `timeout` seconds; refused connections are retried `retries`
+    times with backoff inside that bound. One Encoder may be shared by many threads.
     """
 
     def __init__(
         self,
         url: str = "localhost:8001",
         *,
-        model: str | None = None,
-        protocol: str | None = None,
+        model: Optional[str] = None,
+        protocol: Optional[str] = None,
         timeout: float = DEFAULT_TIMEOUT,
         concurrency: int = DEFAULT_CONCURRENCY,
-        batch_size: int | None = None,
+        batch_size: Optional[int] = None,
+        retries: int = DEFAULT_RETRIES,
     ) -> None:
         if timeout <= 0:
             raise InvalidInputError(f"timeout must be a positive number of seconds, got {timeout!r}")
@@ -45,43 +72,112 @@ class Encoder:
             raise InvalidInputError(f"concurrency must be at least 1, got {concurrency!r}")
         if batch_size is not None and batch_size < 1:
             raise InvalidInputError(f"batch_size must be at least 1, got {batch_size!r}")
+        if retries < 0:
+            raise InvalidInputError(f"retries must be 0 or more, got {retries!r}")
         self.address: Address = parse_address(url, protocol)
         self.timeout = timeout
         self.concurrency = concurrency
+        self.retries = retries
         self._model = model
         self._batch_size = batch_size
-        self._info: ModelInfo | None = None
+        self._info: Optional[ModelInfo] = None
         self._local = threading.local()
         self._transports: list[Transport] = []
         self._lock = threading.Lock()
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: Optional[ThreadPoolExecutor] = None
         self._closed = False
+        self._counters = _ClientCounters()
 
-    # -- public API ---------------------------------------------------------
+    # -- encoding -----------------------------------------------------------
 
-    def encode(self, texts: Sequence[str]) -> Vectors:
-        """Encode sentences: `[n, dim]` float32, or for token-level models a list of `[n_tokens, dim]` arrays."""
-        payload = _validate_texts(texts)
+    def encode(
+        self,
+        texts: Sequence[Any],
+        *,
+        is_tokenized: bool = False,
+        show_tokens: bool = False,
+        output: str = "ndarray",
+        normalize: bool = False,
+        truncate: bool = True,
+        padded: bool = False,
+        progress: Optional[bool] = None,
+    ) -> Any:
+        """Encode `texts` and return their vectors, one per input, in input order.
+
+        Items are sentences, `(first, second)` pairs or `"first ||| second"`
+        strings; with `is_tokenized`, lists of tokens used as given (unknown
+        ones become the unknown token). Returns `[n, dim]` float32, or for a
+        token-level model a list of `[n_tokens, dim]` arrays (`padded=True`:
+        one `[n, max_len, dim]` block and its `[n, max_len]` mask).
+        `show_tokens=True` returns `(vectors, tokens)`: the tokens the model
+        saw, [CLS]/[SEP] included. `output="list"` gives Python lists;
+        `normalize=True` L2-normalises on the client. Input longer than the
+        model's max_seq_len is truncated with a `TruncationWarning`, or raises
+        `InvalidInputError` when `truncate=False`.
+        """
+        if output not in ("ndarray", "list"):
+            raise InvalidInputError(f"output must be 'ndarray' or 'list', got {output!r}")
         info = self.info()
-        size = min(self._batch_size or info.max_batch_size, info.max_batch_size)
-        chunks = [payload[i : i + size] for i in range(0, len(payload), size)]
-        outputs = ["embedding", "attention_mask"] if info.token_level else ["embedding"]
-        if len(chunks) == 1:
-            results = [self._infer(info.name, chunks[0], outputs)]
-        else:
-            results = list(self._executor().map(lambda chunk: self._infer(info.name, chunk, outputs), chunks))
-        for chunk, result in zip(chunks, results):
-            if len(result["embedding"]) != len(chunk):  # never hand back fewer vectors than inputs
-                raise ServerError(
-                    f"{self.address} returned {len(result['embedding'])} vectors for {len(chunk)} inputs"
-                )
-        if info.token_level:
-            return [
-                vectors[: int(mask.sum())]
-                for result in results
-                for vectors, mask in zip(result["embedding"], result["attention_mask"])
-            ]
-        return np.concatenate([result["embedding"] for result in results]).astype(np.float32, copy=False)
+        if padded and not info.token_level:
+            raise InvalidInputError(f"padded=True is for token-level models; {info.name!r} pools to one vector per input")
+        batches = _batches(texts, is_tokenized, self._request_size(info))
+        outputs = ["embedding", "token_count"] + (["tokens"] if show_tokens else [])
+        outputs += ["attention_mask"] if info.token_level else []
+        results = self._run(info.name, batches, outputs, progress)
+        self._check_truncation(info, results, truncate)
+        vectors = _assemble(info, results, padded, normalize)
+        if output == "list":
+            vectors = _to_list(vectors)
+        if show_tokens:
+            tokens = [[t.decode("utf-8") for t in row if t] for result in results for row in result["tokens"]]
+            return vectors, tokens
+        return vectors
+
+    async def aencode(self, texts: Sequence[Any], **options: Any) -> Any:
+        """`encode` for asyncio: the blocking calls run in a worker thread, never on the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, partial(self.encode, texts, **options))
+
+    def encode_stream(
+        self,
+        texts: Iterable[Any],
+        *,
+        max_in_flight: Optional[int] = None,
+        progress: Optional[bool] = None,
+        **options: Any,
+    ) -> Iterator[Any]:
+        """Encode an iterable of any length, yielding one vector per input in input order as results arrive.
+
+        At most `max_in_flight` requests (default: `concurrency`) are outstanding,
+        so memory stays flat however long the input is. `options` are `encode`'s.
+        """
+        if options.get("show_tokens") or options.get("padded"):
+            raise InvalidInputError("encode_stream yields vectors only; use encode() for show_tokens or padded")
+        size = self._request_size(self.info())
+        in_flight = max_in_flight or self.concurrency
+        if in_flight < 1:
+            raise InvalidInputError(f"max_in_flight must be at least 1, got {in_flight!r}")
+        source = iter(texts)
+        pending: deque = deque()
+        bar = _progress_bar(None, progress if progress is not None else sys.stderr.isatty())
+        try:
+            while True:
+                while len(pending) < in_flight:
+                    chunk = list(islice(source, size))
+                    if not chunk:
+                        break
+                    pending.append(self._executor().submit(self.encode, chunk, progress=False, **options))
+                if not pending:
+                    return
+                vectors = pending.popleft().result()
+                bar.update(len(vectors))
+                yield from vectors
+        finally:
+            for future in pending:
+                future.cancel()
+            bar.close()
+
+    # -- what is served -----------------------------------------------------
 
     def info(self) -> ModelInfo:
         """What the served model is: name, dimension, pooling, layers, normalisation, max length."""
@@ -102,6 +198,17 @@ class Encoder:
         transport = self._transport()
         names = [m["name"] for m in transport.model_index() if m.get("state") == "READY"]
         return sorted(n for n in names if ModelInfo.is_bertserve_config(transport.model_config(n).get("parameters", {})))
+
+    def server_status(self) -> ServerStatus:
+        """Server version, ready models and per-model request, inference, queue and compute figures."""
+        transport = self._transport()
+        return ServerStatus.from_triton(transport.server_metadata(), transport.model_index(), transport.statistics())
+
+    def status(self) -> ClientStatus:
+        """This client's own counters: requests, sentences, failures, retries, time spent."""
+        return self._counters.snapshot()
+
+    # -- lifecycle ----------------------------------------------------------
 
     def close(self) -> None:
         """Release connections and worker threads. The Encoder cannot be used afterwards."""
@@ -125,6 +232,65 @@ class Encoder:
 
     # -- internals ----------------------------------------------------------
 
+    def _request_size(self, info: ModelInfo) -> int:
+        return min(self._batch_size or info.max_batch_size, info.max_batch_size)
+
+    def _run(
+        self, model: str, batches: list[_Batch], outputs: list[str], progress: Optional[bool]
+    ) -> list[dict[str, np.ndarray]]:
+        call = partial(self._infer, model, outputs=outputs)
+        if len(batches) == 1:
+            return [call(batches[0])]
+        show = progress if progress is not None else (sys.stderr.isatty() and len(batches) >= _PROGRESS_MIN_REQUESTS)
+        bar = _progress_bar(sum(b.size for b in batches), show)
+        results = []
+        try:
+            for batch, result in zip(batches, self._executor().map(call, batches)):
+                results.append(result)
+                bar.update(batch.size)
+        finally:
+            bar.close()
+        return results
+
+    def _infer(self, model: str, batch: _Batch, outputs: list[str]) -> dict[str, np.ndarray]:
+        deadline = time.monotonic() + self.timeout
+        attempt = 0
+        started = time.monotonic()
+        while True:
+            try:
+                result = self._transport().infer(model, batch.inputs, outputs)
+                break
+            except ServerUnavailableError:
+                backoff = 0.1 * 2**attempt
+                if attempt >= self.retries or time.monotonic() + backoff >= deadline:
+                    self._counters.add(failures=1)
+                    raise
+                attempt += 1
+                self._counters.add(retries=1)
+                time.sleep(backoff)
+            except Exception:
+                self._counters.add(failures=1)
+                raise
+        if len(result["embedding"]) != batch.size:  # never hand back fewer vectors than inputs
+            raise ServerError(f"{self.address} returned {len(result['embedding'])} vectors for {batch.size} inputs")
+        self._counters.add(requests=1, sentences=batch.size, seconds=time.monotonic() - started)
+        return result
+
+    def _check_truncation(self, info: ModelInfo, results: list[dict[str, np.ndarray]], truncate: bool) -> None:
+        counts = np.concatenate([r["token_count"].reshape(-1) for r in results])
+        long = np.flatnonzero(counts > info.max_seq_len)
+        if not len(long):
+            return
+        first = int(long[0])
+        message = (
+            f"{len(long)} input(s) longer than the model's max_seq_len of {info.max_seq_len} tokens "
+            f"(first: item {first}, {int(counts[first])} tokens)"
+        )
+        if not truncate:
+            raise InvalidInputError(f"{message}; shorten them, or pass truncate=True to cut them on the right")
+        warnings.warn(f"{message} were truncated on the right; pass truncate=False to refuse them instead",
+                      TruncationWarning, stacklevel=3)
+
     def _single_model(self) -> str:
         names = self.models()
         if len(names) == 1:
@@ -132,9 +298,6 @@ class Encoder:
         if not names:
             raise ModelNotFoundError(f"{self.address} serves no ready bertserve model; export one with `bertserve export`")
         raise ModelNotFoundError(f"{self.address} serves several models {names}; pick one with Encoder(url, model=...)")
-
-    def _infer(self, model: str, texts: list[bytes], outputs: list[str]) -> dict[str, np.ndarray]:
-        return self._transport().infer(model, texts, outputs)
 
     def _transport(self) -> Transport:
         transport = getattr(self._local, "transport", None)
@@ -149,27 +312,107 @@ class Encoder:
 
     def _executor(self) -> ThreadPoolExecutor:
         with self._lock:
+            if self._closed:
+                raise InvalidInputError("this Encoder is closed; create a new one")
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="bertserve")
             return self._pool
 
 
-def _validate_texts(texts: Sequence[str]) -> list[bytes]:
-    """Check the input list and encode it to UTF-8, naming the first bad item."""
+def _batches(texts: Sequence[Any], is_tokenized: bool, size: int) -> list[_Batch]:
+    """Validate the inputs and cut them into request tensors, naming the first bad item."""
     if isinstance(texts, (str, bytes)):
         raise InvalidInputError("encode() takes a list of strings; wrap a single sentence in a list: encode([text])")
-    if not isinstance(texts, Sequence) and not isinstance(texts, np.ndarray):
+    if not isinstance(texts, (Sequence, np.ndarray)):
         raise InvalidInputError(f"encode() takes a list of strings, got {type(texts).__name__}")
     if len(texts) == 0:
         raise InvalidInputError("encode() got an empty list; pass at least one sentence")
-    payload = []
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise InvalidInputError(f"item {i} is {type(text).__name__}, not str; every item must be a sentence string")
-        if not text.strip():
-            raise InvalidInputError(f"item {i} is an empty string; remove it or give it text")
-        try:
-            payload.append(text.encode("utf-8"))
-        except UnicodeEncodeError as exc:
-            raise InvalidInputError(f"item {i} cannot be encoded as UTF-8 ({exc.reason}); remove lone surrogates") from None
-    return payload
+    firsts, seconds = [], []
+    for i, item in enumerate(texts):
+        first, second = _tokens_item(i, item) if is_tokenized else _text_item(i, item)
+        firsts.append(first)
+        seconds.append(second)
+    has_pairs = any(seconds)
+    batches = []
+    for start in range(0, len(firsts), size):
+        chunk = slice(start, start + size)
+        n = len(firsts[chunk])
+        inputs = {"text": np.array(firsts[chunk], dtype=np.object_).reshape(n, 1)}
+        if has_pairs:
+            inputs["text_pair"] = np.array(seconds[chunk], dtype=np.object_).reshape(n, 1)
+        if is_tokenized:
+            inputs["is_tokenized"] = np.ones((n, 1), dtype=np.bool_)
+        batches.append(_Batch(inputs, n))
+    return batches
+
+
+def _utf8(i: int, text: Any, what: str = "item") -> bytes:
+    if not isinstance(text, str):
+        raise InvalidInputError(f"{what} {i} is {type(text).__name__}, not str; every item must be a sentence string")
+    if not text.strip():
+        raise InvalidInputError(f"{what} {i} is an empty string; remove it or give it text")
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInputError(f"{what} {i} cannot be encoded as UTF-8 ({exc.reason}); remove lone surrogates") from None
+
+
+def _text_item(i: int, item: Any) -> tuple[bytes, bytes]:
+    """A sentence, a (first, second) pair, or bert-as-service's "first ||| second" (split at the last separator)."""
+    if isinstance(item, (tuple, list)):
+        if len(item) != 2:
+            raise InvalidInputError(f"item {i} is a {type(item).__name__} of {len(item)}; a pair has exactly 2 sentences")
+        return _utf8(i, item[0], "item"), _utf8(i, item[1], "second sentence of item")
+    if isinstance(item, str) and PAIR_SEPARATOR in item:
+        first, second = item.rsplit(PAIR_SEPARATOR, 1)
+        return _utf8(i, first, "first sentence of item"), _utf8(i, second, "second sentence of item")
+    return _utf8(i, item), b""
+
+
+def _tokens_item(i: int, item: Any) -> tuple[bytes, bytes]:
+    if isinstance(item, str) or not isinstance(item, (list, tuple)):
+        raise InvalidInputError(
+            f"item {i} is {type(item).__name__}; with is_tokenized=True every item is a list of token strings"
+        )
+    if not item or not all(isinstance(t, str) and t for t in item):
+        raise InvalidInputError(f"item {i} must be a non-empty list of non-empty token strings")
+    return json.dumps(list(item)).encode("utf-8"), b""
+
+
+def _assemble(info: ModelInfo, results: list[dict[str, np.ndarray]], padded: bool, normalize: bool) -> Any:
+    if not info.token_level:
+        vectors = np.concatenate([r["embedding"] for r in results]).astype(np.float32, copy=False)
+        return _l2(vectors) if normalize else vectors
+    rows = [
+        (vectors, mask)
+        for result in results
+        for vectors, mask in zip(result["embedding"], result["attention_mask"])
+    ]
+    if not padded:
+        return [_l2(v[: int(m.sum())]) if normalize else v[: int(m.sum())] for v, m in rows]
+    width = max(len(m) for _, m in rows)
+    block = np.zeros((len(rows), width, info.dim), np.float32)
+    mask = np.zeros((len(rows), width), np.int64)
+    for i, (v, m) in enumerate(rows):
+        block[i, : len(m)] = _l2(v) if normalize else v
+        mask[i, : len(m)] = m
+    return block, mask
+
+
+def _l2(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+def _to_list(vectors: Any) -> Any:
+    if isinstance(vectors, tuple):
+        return tuple(_to_list(v) for v in vectors)
+    if isinstance(vectors, list):
+        return [v.tolist() for v in vectors]
+    return vectors.tolist()
+
+
+def _progress_bar(total: Optional[int], show: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="sent", disable=not show, desc="encoding", file=sys.stderr)

@@ -29,6 +29,7 @@ class ModelInfo:
     normalize: bool
     max_seq_len: int
     max_batch_size: int
+    mask_cls_sep: bool = False
     precision: str = "fp32"
     backend: str = "python"
     format_version: int = FORMAT_VERSION
@@ -71,6 +72,7 @@ class ModelInfo:
             normalize=raw["normalize"] == "true",
             max_seq_len=int(raw["max_seq_len"]),
             max_batch_size=int(raw["max_batch_size"]),
+            mask_cls_sep=raw.get("mask_cls_sep", "false") == "true",
             precision=raw.get("precision", "fp32"),
             backend=raw.get("backend", "python"),
             format_version=int(raw.get("format_version", FORMAT_VERSION)),

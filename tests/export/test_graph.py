@@ -23,10 +23,10 @@ TEXTS = sentences(24)  # includes inputs past max_seq_len, so truncation is exer
 def _export(model_dir, tmp_path, **options):
     tmp_path.mkdir(parents=True, exist_ok=True)
     plan = plan_export(ExportConfig(model_dir=model_dir, repository=tmp_path / "repo", max_seq_len=64, **options))
-    tokenizer = build_tokenizer(plan.transformer_dir, plan.max_seq_len, plan.lowercase_input)
+    prepared = build_tokenizer(plan.transformer_dir, plan.max_seq_len, plan.lowercase_input)
     path = tmp_path / "model.onnx"
-    dim = export_encoder(plan, tokenizer, path, plan.precision)
-    encodings = tokenizer.encode_batch(TEXTS)
+    dim = export_encoder(plan, prepared, path, plan.precision)
+    encodings = prepared.tokenizer.encode_batch(TEXTS)
     batch = {
         "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
         "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
@@ -84,3 +84,22 @@ def test_upper_layers_are_cut_from_the_graph(plain_bert_dir, tmp_path):
 def test_layer_out_of_range_is_a_clear_error(plain_bert_dir, tmp_path, layers):
     with pytest.raises(ExportError, match="numbered -1 \\(last\\) to -6"):
         _export(plain_bert_dir, tmp_path, layers=layers)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "max", "none"])
+def test_mask_cls_sep_leaves_special_tokens_out_of_pooling(pooling, plain_bert_dir, tmp_path, states):
+    hidden, bert, batch = states
+    path, _, _ = _export(plain_bert_dir, tmp_path, pooling=Pooling(pooling), layers=(-1,), mask_cls_sep=True)
+    got = ort.InferenceSession(str(path)).run(["embedding"], batch)[0]
+    ids = batch["input_ids"]
+    kept = batch["attention_mask"] * (ids != 101) * (ids != 102)  # this vocabulary's [CLS] and [SEP]
+    want = reference.pool(hidden, bert, kept, pooling, (-1,))
+    assert np.abs(got - want).max() <= 1e-4
+    assert np.abs(got - reference.pool(hidden, bert, batch["attention_mask"], pooling, (-1,))).max() > 1e-3
+
+
+@pytest.mark.parametrize("pooling", ["cls", "sep", "cls_pooled"])
+def test_mask_cls_sep_is_refused_where_it_leaves_nothing(pooling, plain_bert_dir, tmp_path):
+    with pytest.raises(ExportError, match="leaves nothing"):
+        plan_export(ExportConfig(model_dir=plain_bert_dir, repository=tmp_path, pooling=Pooling(pooling),
+                                 mask_cls_sep=True))

@@ -45,7 +45,7 @@ def test_encoder_accepts_ragged_batches_and_batches_dynamically():
 def test_token_level_model_exposes_mask_and_per_token_vectors():
     _, encoder, ensemble = model_configs(_info("none"))
     assert list(parse(encoder.render()).output[0].dims) == [-1, 768]
-    assert [o.name for o in parse(ensemble.render()).output] == ["embedding", "attention_mask"]
+    assert [o.name for o in parse(ensemble.render()).output] == ["embedding", "tokens", "token_count", "attention_mask"]
 
 
 def test_ensemble_records_model_info():
@@ -88,3 +88,12 @@ def test_python_backend_without_gpu_list_goes_where_triton_finds_a_device():
 def test_bad_deployments_are_refused(options):
     with pytest.raises(ValueError):
         Deployment(**options)
+
+
+def test_pairs_and_pre_tokenized_input_are_optional_ensemble_inputs():
+    tokenizer, _, ensemble = model_configs(_info())
+    for config in (parse(tokenizer.render()), parse(ensemble.render())):
+        inputs = {t.name: t for t in config.input}
+        assert not inputs["text"].optional
+        assert inputs["text_pair"].optional and inputs["is_tokenized"].optional
+    assert dict(parse(tokenizer.render()).parameters)["cls_token"].string_value == "[CLS]"

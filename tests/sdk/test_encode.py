@@ -8,7 +8,7 @@ import pytest
 from bertserve import Encoder
 from bertserve.errors import ModelNotFoundError
 
-from ..conftest import DEFAULT_NAME, TOKENS_NAME
+from ..conftest import DEFAULT_NAME, STREAM_NAME, TOKENS_NAME
 from ..corpus import sentences
 
 CORPUS = sentences(240)
@@ -50,7 +50,7 @@ def test_info_reports_the_served_model(encoder):
 
 
 def test_models_lists_embedding_models_only(encoder):
-    assert encoder.models() == sorted([DEFAULT_NAME, TOKENS_NAME])
+    assert encoder.models() == sorted([DEFAULT_NAME, TOKENS_NAME, STREAM_NAME])
 
 
 def test_model_must_be_named_when_several_are_served(server):
@@ -60,7 +60,7 @@ def test_model_must_be_named_when_several_are_served(server):
 
 def test_unknown_model_names_what_to_do(server):
     with Encoder(server.grpc_url, model="nope") as enc, pytest.raises(
-        ModelNotFoundError, match=r"does not serve a ready model 'nope'; it serves \['all-MiniLM-L6-v2', 'minilm-tokens'\]"
+        ModelNotFoundError, match=r"does not serve a ready model 'nope'; it serves \['all-MiniLM-L6-v2', 'minilm-stream', 'minilm-tokens'\]"
     ):
         enc.encode(["hello"])
 

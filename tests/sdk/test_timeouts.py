@@ -36,3 +36,19 @@ def test_nothing_listening_names_the_address(scheme):
     with Encoder(f"{scheme}://127.0.0.1:{port}", timeout=5) as enc:
         with pytest.raises(ServerUnavailableError, match=f"{scheme}://127.0.0.1:{port}.*bertserve serve"):
             enc.encode(["hello"])
+
+
+def test_stopped_server_raises_within_the_timeout_after_retrying(repository):
+    from bertserve.server import ServerConfig, TritonServer
+
+    http, grpc, metrics = free_ports(3)
+    server = TritonServer(ServerConfig(repository=repository, http_port=http, grpc_port=grpc, metrics_port=metrics,
+                                       host="127.0.0.1"))
+    with server, Encoder(server.grpc_url, model="all-MiniLM-L6-v2", timeout=5) as enc:
+        assert enc.encode(["up"]).shape == (1, 384)
+        server.stop()
+        started = time.monotonic()
+        with pytest.raises(ServerUnavailableError, match="could not reach a Triton server"):
+            enc.encode(["down"])
+        assert time.monotonic() - started < 5
+        assert enc.status().retries == 3 and enc.status().failures == 1

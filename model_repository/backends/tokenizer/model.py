@@ -1,61 +1,126 @@
 """Triton Python backend: UTF-8 strings -> WordPiece ids, attention mask and segment ids.
 
+Inputs per item: `text`; optionally `text_pair` (the second segment of a
+pair, empty for none) and `is_tokenized` (then `text` is a JSON list of tokens,
+mapped to ids as given, unknown ones to the unknown token). Outputs also carry
+the tokens the encoder sees (after truncation) and each item's token count
+before truncation, so clients can warn about or refuse truncated input.
+
 All requests of a batch are tokenised in one fast-tokenizer call; each request
-gets its rows back, padded only to its own longest sentence. A request with bad
+gets its rows back, padded only to its own longest item. A request with bad
 text gets an error response that names the item; the others in the batch are
 served normally.
 """
 
+import json
 from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from tokenizers import Tokenizer
 
-OUTPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
-
-def _decode(raw, index):
+def _decode(raw, index, what="text"):
     try:
-        text = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+        return raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
     except UnicodeDecodeError as exc:
         raise ValueError(
-            f"input item {index} is not valid UTF-8 ({exc.reason} at byte {exc.start}); send text encoded as UTF-8"
+            f"input item {index} ({what}) is not valid UTF-8 ({exc.reason} at byte {exc.start}); "
+            "send text encoded as UTF-8"
         ) from None
-    if not text.strip():
-        raise ValueError(f"input item {index} is an empty string; send non-empty text")
-    return text
+
+
+def _optional(request, name):
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    return None if tensor is None else tensor.as_numpy().reshape(-1)
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        version_dir = Path(args["model_repository"]) / args["model_version"]
-        self.tokenizer = Tokenizer.from_file(str(version_dir / "tokenizer.json"))
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        path = str(Path(args["model_repository"]) / args["model_version"] / "tokenizer.json")
+        self.tokenizer = Tokenizer.from_file(path)
+        self.tokenizer.no_padding()
+        self.counter = Tokenizer.from_file(path)  # no truncation: counts the tokens of over-long input
+        self.counter.no_padding()
+        self.counter.no_truncation()
+        self.max_len = int(params["max_seq_len"])
+        self.cls, self.sep, self.unk = params["cls_token"], params["sep_token"], params["unk_token"]
+        self.vocab = self.tokenizer.get_vocab()
+
+    def _item(self, index, raw_text, raw_pair, tokenized):
+        """One item as what to tokenise: a string, a (first, second) pair, or a list of given tokens."""
+        text = _decode(raw_text, index)
+        if tokenized:
+            try:
+                tokens = json.loads(text)
+            except ValueError:
+                tokens = None
+            if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) and t for t in tokens):
+                raise ValueError(f"input item {index} is marked is_tokenized but is not a JSON list of non-empty tokens")
+            return tokens
+        pair = _decode(raw_pair, index, "text_pair") if raw_pair is not None else ""
+        if not text.strip() or (raw_pair is not None and pair and not pair.strip()):
+            raise ValueError(f"input item {index} is an empty string; send non-empty text")
+        return (text, pair) if pair else text
+
+    def _given_tokens(self, tokens):
+        """bert-as-service's is_tokenized: tokens used as they are, never re-split."""
+        kept = [t if t in self.vocab else self.unk for t in tokens[: self.max_len - 2]]
+        seen = [self.cls] + kept + [self.sep]
+        return [self.vocab[t] for t in seen], seen, len(tokens) + 2
 
     def execute(self, requests):
-        texts, problems = [], {}
+        items, problems = [], {}
         for r, request in enumerate(requests):
-            raw = pb_utils.get_input_tensor_by_name(request, "text").as_numpy().reshape(-1)
+            texts = pb_utils.get_input_tensor_by_name(request, "text").as_numpy().reshape(-1)
+            pairs = _optional(request, "text_pair")
+            flags = _optional(request, "is_tokenized")
             try:
-                texts.append([_decode(item, i) for i, item in enumerate(raw)])
+                items.append([
+                    self._item(i, text, None if pairs is None else pairs[i], bool(flags[i]) if flags is not None else False)
+                    for i, text in enumerate(texts)
+                ])
             except ValueError as exc:
                 problems[r] = str(exc)
-                texts.append([])
+                items.append([])
 
-        encodings = self.tokenizer.encode_batch([t for request_texts in texts for t in request_texts])
-        arrays = {
-            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-            "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
-        }
+        flat = [item for request_items in items for item in request_items]
+        to_encode = [item for item in flat if not isinstance(item, list)]
+        encoded = iter(self.tokenizer.encode_batch(to_encode))
+        rows = []  # (ids, tokens, type_ids, untruncated count) per item
+        for item in flat:
+            if isinstance(item, list):
+                ids, tokens, count = self._given_tokens(item)
+                rows.append((ids, tokens, [0] * len(ids), count))
+                continue
+            encoding = next(encoded)
+            count = len(encoding.ids)
+            if encoding.overflowing:
+                count = len(self.counter.encode(*item).ids if isinstance(item, tuple) else self.counter.encode(item).ids)
+            rows.append((encoding.ids, encoding.tokens, encoding.type_ids, count))
+
         responses, start = [], 0
-        for r, request_texts in enumerate(texts):
+        for r, request_items in enumerate(items):
             if r in problems:
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(problems[r])))
                 continue
-            rows = slice(start, start + len(request_texts))
-            start += len(request_texts)
-            width = int(arrays["attention_mask"][rows].sum(axis=1).max())
-            tensors = [pb_utils.Tensor(name, np.ascontiguousarray(arrays[name][rows, :width])) for name in OUTPUTS]
+            mine = rows[start : start + len(request_items)]
+            start += len(request_items)
+            width = max(len(ids) for ids, _, _, _ in mine)
+            arrays = {
+                "input_ids": np.zeros((len(mine), width), np.int64),
+                "attention_mask": np.zeros((len(mine), width), np.int64),
+                "token_type_ids": np.zeros((len(mine), width), np.int64),
+                "tokens": np.full((len(mine), width), b"", dtype=np.object_),
+                "token_count": np.array([[count] for _, _, _, count in mine], np.int64),
+            }
+            for row, (ids, tokens, type_ids, _) in enumerate(mine):
+                arrays["input_ids"][row, : len(ids)] = ids
+                arrays["attention_mask"][row, : len(ids)] = 1
+                arrays["token_type_ids"][row, : len(ids)] = type_ids
+                arrays["tokens"][row, : len(ids)] = [t.encode("utf-8") for t in tokens]
+            tensors = [pb_utils.Tensor(name, value) for name, value in arrays.items()]
             responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
         return responses

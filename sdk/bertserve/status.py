@@ -1,0 +1,101 @@
+"""What the server and the client report about themselves (bert-as-service's server_status / status)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, replace
+from typing import Any, Mapping, Sequence
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """One model's figures since the server started, from Triton's statistics API."""
+
+    name: str
+    ready: bool
+    requests: int  # successful requests
+    failures: int
+    inferences: int  # items inferred (a batch of 8 counts 8)
+    executions: int  # model runs (dynamic batching makes this smaller than requests)
+    queue_ms: float  # mean time a request waited in the queue
+    compute_ms: float  # mean time of the model's inference step per request
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    version: str
+    models: tuple[ModelStatus, ...]
+
+    @classmethod
+    def from_triton(
+        cls, metadata: Mapping[str, Any], index: Sequence[Mapping[str, Any]], stats: Sequence[Mapping[str, Any]]
+    ) -> ServerStatus:
+        """Combine server metadata, the repository index and inference statistics (gRPC or HTTP JSON)."""
+        ready = {m["name"] for m in index if m.get("state") == "READY"}
+        models = []
+        for entry in stats:
+            inference = entry.get("inference_stats", {})
+            success = _count(inference, "success")
+            models.append(
+                ModelStatus(
+                    name=entry["name"],
+                    ready=entry["name"] in ready,
+                    requests=success,
+                    failures=_count(inference, "fail"),
+                    inferences=int(entry.get("inference_count", 0)),
+                    executions=int(entry.get("execution_count", 0)),
+                    queue_ms=_mean_ms(inference, "queue", success),
+                    compute_ms=_mean_ms(inference, "compute_infer", success),
+                )
+            )
+        return cls(version=str(metadata.get("version", "")), models=tuple(sorted(models, key=lambda m: m.name)))
+
+    def table(self) -> str:
+        """A plain-text table for terminals."""
+        lines = [f"Triton {self.version}",
+                 f"{'model':<40} {'ready':<6} {'requests':>9} {'failures':>9} {'inferences':>11} "
+                 f"{'executions':>11} {'queue ms':>9} {'compute ms':>11}"]
+        for m in self.models:
+            lines.append(f"{m.name:<40} {'yes' if m.ready else 'no':<6} {m.requests:>9} {m.failures:>9} "
+                         f"{m.inferences:>11} {m.executions:>11} {m.queue_ms:>9.2f} {m.compute_ms:>11.2f}")
+        return "\n".join(lines)
+
+
+def _count(inference: Mapping[str, Any], key: str) -> int:
+    return int(inference.get(key, {}).get("count", 0))
+
+
+def _mean_ms(inference: Mapping[str, Any], key: str, requests: int) -> float:
+    return int(inference.get(key, {}).get("ns", 0)) / 1e6 / requests if requests else 0.0
+
+
+@dataclass(frozen=True)
+class ClientStatus:
+    """This client's counters since it was created."""
+
+    requests: int = 0
+    sentences: int = 0
+    failures: int = 0
+    retries: int = 0
+    seconds: float = 0.0  # time spent in successful requests, summed over threads
+
+
+class _ClientCounters:
+    """Thread-safe running totals behind `Encoder.status()`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._status = ClientStatus()
+
+    def add(self, **amounts: float) -> None:
+        with self._lock:
+            self._status = replace(
+                self._status, **{k: getattr(self._status, k) + v for k, v in amounts.items()}
+            )
+
+    def snapshot(self) -> ClientStatus:
+        with self._lock:
+            return self._status
+
+
+__all__ = ["ClientStatus", "ModelStatus", "ServerStatus"]
