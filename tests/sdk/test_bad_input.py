@@ -64,7 +64,7 @@ def _raw_infer(server, array, datatype="BYTES"):
 
 def test_invalid_utf8_sent_straight_to_triton_is_refused_by_name(server, encoder):
     bad = np.array([[b"fine"], [b"broken \xff\xfe bytes"]], dtype=np.object_)
-    with pytest.raises(InferenceServerException, match="input item 1 is not valid UTF-8"):
+    with pytest.raises(InferenceServerException, match=r"input item 1 \(text\) is not valid UTF-8"):
         _raw_infer(server, bad)
     _still_serving(encoder)
 
