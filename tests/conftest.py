@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from bertserve.export import ExportConfig, Pooling, export_model  # noqa: E402
-from bertserve.server import ServerConfig, TritonServer  # noqa: E402
+from bertserve.server import ServerConfig, TritonServer, free_ports  # noqa: E402
 from bertserve.server.default_model import default_model_dir  # noqa: E402
 
 DEFAULT_NAME = "all-MiniLM-L6-v2"
@@ -23,14 +22,6 @@ _PLAIN_BERT_FILES = ("config.json", "model.safetensors", "tokenizer.json", "toke
                      "special_tokens_map.json")
 
 
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
 
 
 @pytest.fixture(scope="session")

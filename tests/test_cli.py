@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .conftest import free_ports
+from bertserve.server import free_ports
 
 BERTSERVE = [sys.executable, "-m", "bertserve.cli"]
 

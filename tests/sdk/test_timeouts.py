@@ -10,7 +10,7 @@ import pytest
 from bertserve import Encoder
 from bertserve.errors import RequestTimeoutError, ServerUnavailableError
 
-from ..conftest import free_ports
+from bertserve.server import free_ports
 
 
 @pytest.fixture

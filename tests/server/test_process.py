@@ -11,7 +11,7 @@ from bertserve.errors import ServerStartError
 from bertserve.export import Backend, Deployment, ExportConfig, export_model
 from bertserve.server import ServerConfig, TritonServer
 
-from ..conftest import free_ports
+from bertserve.server import free_ports
 
 
 def _config(repository, **overrides):
