@@ -40,6 +40,9 @@ class Deployment:
     instances: int = 1
     gpus: tuple[int, ...] = ()
     tensorrt_accelerator: bool = False  # ONNX Runtime only: let its TensorRT provider run the graph
+    # Python backend only: rows of a batch run in length groups padded to at most this many
+    # computed tokens per real token (a large value runs each batch as one padded block).
+    max_padding_ratio: float = 1.2
 
     def __post_init__(self) -> None:
         if self.instances < 1:
@@ -48,6 +51,8 @@ class Deployment:
             raise ValueError(f"GPU ids are 0 or more, got {list(self.gpus)}")
         if self.tensorrt_accelerator and self.backend is not Backend.ONNXRUNTIME:
             raise ValueError("the TensorRT accelerator applies to the onnxruntime backend only")
+        if self.max_padding_ratio < 1:
+            raise ValueError(f"max_padding_ratio is at least 1 (no padding), got {self.max_padding_ratio}")
 
     @property
     def instance_kind(self) -> str:

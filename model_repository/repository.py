@@ -88,6 +88,7 @@ def model_configs(
             tensorrt_batch_sizes(info.max_batch_size) if deployment.backend is Backend.TENSORRT else (),
         ),
         tensorrt_accelerator=("FP16" if info.precision == "fp16" else "FP32") if deployment.tensorrt_accelerator else None,
+        parameters={"max_padding_ratio": str(deployment.max_padding_ratio)} if python else {},
     )
     ensemble_outputs = (embedding, *TOKEN_INFO) + ((tokens[1],) if info.token_level else ())
     ensemble = ModelConfig(

@@ -83,7 +83,9 @@ def test_python_backend_without_gpu_list_goes_where_triton_finds_a_device():
 
 
 @pytest.mark.parametrize(
-    "options", [{"instances": 0}, {"gpus": (-1,)}, {"backend": Backend.PYTHON, "tensorrt_accelerator": True}]
+    "options",
+    [{"instances": 0}, {"gpus": (-1,)}, {"backend": Backend.PYTHON, "tensorrt_accelerator": True},
+     {"max_padding_ratio": 0.5}],
 )
 def test_bad_deployments_are_refused(options):
     with pytest.raises(ValueError):
@@ -97,3 +99,10 @@ def test_pairs_and_pre_tokenized_input_are_optional_ensemble_inputs():
         assert not inputs["text"].optional
         assert inputs["text_pair"].optional and inputs["is_tokenized"].optional
     assert dict(parse(tokenizer.render()).parameters)["cls_token"].string_value == "[CLS]"
+
+
+def test_length_grouping_is_a_python_backend_parameter():
+    _, python_encoder, _ = model_configs(_info(), Deployment(max_padding_ratio=1.5))
+    _, native_encoder, _ = model_configs(_info(), Deployment(Backend.ONNXRUNTIME))
+    assert parse(python_encoder.render()).parameters["max_padding_ratio"].string_value == "1.5"
+    assert "max_padding_ratio" not in parse(native_encoder.render()).parameters

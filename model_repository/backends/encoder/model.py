@@ -1,8 +1,13 @@
 """Triton Python backend: token ids -> embeddings, with ONNX Runtime on the exported graph.
 
-Requests arrive ragged (each padded to its own longest sentence); they are
-padded together to the longest in the batch, run as one ONNX Runtime call and
-split back. Padding never changes a result: the graph pools over the mask.
+Requests arrive ragged (each padded to its own longest sentence). All their
+rows are sorted by real length and run in groups whose padding stays within
+`max_padding_ratio` computed tokens per real token, so short sentences batched
+with long ones are not padded to the longest. Results go back to each request
+in its own order. Padding never changes a result: the graph pools over the mask.
+
+Two counters on Triton's metrics endpoint show the effect:
+bertserve_encoder_tokens_total{kind="real"|"computed"}.
 """
 
 import json
@@ -13,6 +18,23 @@ import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+DEFAULT_MAX_PADDING_RATIO = 1.2
+
+
+def length_groups(lengths, max_ratio):
+    """Split row indices, sorted by length, into groups padded to at most `max_ratio` x their real tokens."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    groups, current, real = [], [], 0
+    for i in order:
+        # Ascending order: the newest row sets the group's width.
+        if current and lengths[i] * (len(current) + 1) > max_ratio * (real + lengths[i]):
+            groups.append(current)
+            current, real = [], 0
+        current.append(i)
+        real += lengths[i]
+    if current:
+        groups.append(current)
+    return groups
 
 
 class TritonPythonModel:
@@ -34,6 +56,16 @@ class TritonPythonModel:
         path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
         self.session = ort.InferenceSession(str(path), options, providers=providers)
         self.token_level = len(config["output"][0]["dims"]) == 2
+        self.dim = config["output"][0]["dims"][-1]
+        self.max_ratio = float(params.get("max_padding_ratio", DEFAULT_MAX_PADDING_RATIO))
+        # The family must outlive its metrics, so it is kept on the model.
+        self.token_metrics = pb_utils.MetricFamily(
+            name="bertserve_encoder_tokens_total",
+            description="Tokens the encoder received (real) and ran, padding included (computed)",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        self.real_tokens = self.token_metrics.Metric(labels={"model": args["model_name"], "kind": "real"})
+        self.computed_tokens = self.token_metrics.Metric(labels={"model": args["model_name"], "kind": "computed"})
         pb_utils.Logger.log_info(f"encoder running on {self.session.get_providers()[0]}")
 
     def execute(self, requests):
@@ -41,21 +73,34 @@ class TritonPythonModel:
             {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in INPUTS}
             for request in requests
         ]
-        width = max(arrays["input_ids"].shape[1] for arrays in per_request)
-        feeds = {
-            name: np.concatenate(
-                [np.pad(arrays[name], ((0, 0), (0, width - arrays[name].shape[1]))) for arrays in per_request]
-            )
-            for name in INPUTS
-        }
-        embedding = self.session.run(["embedding"], feeds)[0]
+        rows = [(r, i) for r, arrays in enumerate(per_request) for i in range(arrays["input_ids"].shape[0])]
+        lengths = [int(per_request[r]["attention_mask"][i].sum()) for r, i in rows]
+        outputs = [None] * len(rows)
+        computed = 0
+        for group in length_groups(lengths, self.max_ratio):
+            width = max(lengths[g] for g in group)
+            feeds = {name: np.zeros((len(group), width), np.int64) for name in INPUTS}
+            for slot, g in enumerate(group):
+                r, i = rows[g]
+                for name in INPUTS:
+                    feeds[name][slot, : lengths[g]] = per_request[r][name][i, : lengths[g]]
+            result = self.session.run(["embedding"], feeds)[0]
+            for slot, g in enumerate(group):
+                outputs[g] = result[slot]
+            computed += len(group) * width
+        self.real_tokens.increment(sum(lengths))
+        self.computed_tokens.increment(computed)
+
         responses, start = [], 0
         for arrays in per_request:
-            rows, length = arrays["input_ids"].shape
-            block = embedding[start : start + rows]
+            count, request_width = arrays["input_ids"].shape
+            mine = outputs[start : start + count]
+            start += count
             if self.token_level:
-                block = block[:, :length]
-            start += rows
-            tensor = pb_utils.Tensor("embedding", np.ascontiguousarray(block, dtype=np.float32))
-            responses.append(pb_utils.InferenceResponse(output_tensors=[tensor]))
+                block = np.zeros((count, request_width, self.dim), np.float32)
+                for row, vectors in enumerate(mine):
+                    block[row, : len(vectors)] = vectors[:request_width]
+            else:
+                block = np.stack(mine).astype(np.float32, copy=False)
+            responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("embedding", block)]))
         return responses

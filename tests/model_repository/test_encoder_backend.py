@@ -1,0 +1,30 @@
+"""The encoder backend against a real server: length groups bound padding, and results stay exact."""
+
+from __future__ import annotations
+
+import re
+import urllib.request
+
+import numpy as np
+
+from bertserve import Encoder
+
+from ..conftest import DEFAULT_NAME
+
+
+def _tokens(server, kind):
+    text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
+    pattern = rf'bertserve_encoder_tokens_total\{{(?=[^}}]*kind="{kind}")(?=[^}}]*model="{DEFAULT_NAME}_encoder")[^}}]*\}} (\S+)'
+    return float(re.search(pattern, text).group(1))
+
+
+def test_mixed_lengths_run_in_groups_without_changing_results(server):
+    short, long = "tiny", "a much longer sentence " * 40
+    with Encoder(server.grpc_url, model=DEFAULT_NAME) as enc:
+        alone = enc.encode([short])[0], enc.encode([long])[0]
+        real, computed = _tokens(server, "real"), _tokens(server, "computed")
+        together = enc.encode([short, long, short])
+        real, computed = _tokens(server, "real") - real, _tokens(server, "computed") - computed
+    assert np.abs(together[0] - alone[0]).max() <= 1e-5 and np.abs(together[1] - alone[1]).max() <= 1e-5
+    assert real == 3 + 162 + 3  # [CLS] tiny [SEP] twice, and the long one at 162 tokens
+    assert computed == real  # the short rows ran apart from the long one, not padded to 162
