@@ -37,6 +37,7 @@ class Precision(str, Enum):
 
     FP32 = "fp32"
     FP16 = "fp16"
+    INT8 = "int8"  # dynamic quantisation of the encoder's weights (CPU)
 
 
 @dataclass(frozen=True)

@@ -64,8 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--lowercase", action=argparse.BooleanOptionalAction,
                         help="override the tokenizer's casing: --lowercase as uncased BERT, --no-lowercase keeps case "
                              "(default: the model's own)")
-    export.add_argument("--precision", choices=["fp32", "fp16"], default="fp32",
-                        help="encoder precision; pooling stays fp32 (default: %(default)s)")
+    export.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32",
+                        help="encoder precision: fp16 for GPUs, int8 (dynamic quantisation) for CPUs; pooling stays "
+                             "fp32 (default: %(default)s)")
     export.add_argument("--format", choices=["onnx", "tensorrt"], default="onnx",
                         help="onnx, or a TensorRT engine for the tensorrt backend (needs tensorrt and a GPU)")
     export.add_argument("--backend", choices=["python", "onnxruntime"],
