@@ -1,0 +1,1 @@
+"""Benchmarks of bertserve against what its users would otherwise run (`make bench`)."""

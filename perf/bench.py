@@ -1,0 +1,277 @@
+"""`make bench`: start bertserve and the baselines, measure them in one run, write results, plots and BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import re
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from bertserve import Encoder
+from bertserve.export import Deployment, ExportConfig, Precision, export_model
+from bertserve.server import DEFAULT_MODEL_NAME, ServerConfig, TritonServer, default_model_dir, free_ports
+
+from . import report, workload
+from .baselines import InfinityServer, OnnxRuntimeBaseline, SentenceTransformersBaseline
+from .measure import Measurement, timed
+from .perf_analyzer import PerfAnalyzer
+
+_log = logging.getLogger("bertserve.bench")
+ROOT = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How much to measure; `quick` keeps the harness working in tests, it proves nothing about speed."""
+
+    seconds: float = 6.0
+    window_ms: int = 4000
+    tokens: int = 16
+    seq_lengths: tuple[int, ...] = (8, 16, 32, 64, 128, 256)
+    seq_batch: int = 32
+    client_batches: tuple[int, ...] = (1, 4, 16, 64, 256)
+    concurrencies: tuple[int, ...] = (1, 2, 4, 8, 16)
+    layer_depths: tuple[int, ...] = (-1, -3, -6)
+    mixed_lengths: tuple[int, ...] = (8, 16, 32, 64, 128)
+
+    @classmethod
+    def quick(cls) -> Settings:
+        return cls(seconds=0.5, window_ms=500, seq_lengths=(8, 32), seq_batch=4, client_batches=(1, 8),
+                   concurrencies=(1, 2), layer_depths=(-1, -6), mixed_lengths=(8, 32))
+
+
+@dataclass
+class Row:
+    """One measurement: which system, under which load, and what it achieved."""
+
+    sweep: str
+    system: str
+    setting: str
+    value: float  # the swept value (tokens, batch, clients, layer)
+    result: Measurement
+    ratio: Optional[float] = None  # sentences/s relative to sentence-transformers at the same setting
+    baseline: Optional[Row] = field(default=None, repr=False, compare=False)
+
+
+@dataclass
+class Results:
+    settings: Settings
+    machine: dict[str, str]
+    rows: list[Row] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, sweep: str, system: str, setting: str, value: float, result: Measurement,
+            baseline: Optional[Row] = None) -> Row:
+        """Record a measurement; `baseline` is the sentence-transformers row it is compared with."""
+        ratio = result.sentences_per_s / baseline.result.sentences_per_s if baseline else None
+        row = Row(sweep, system, setting, value, result, ratio, baseline)
+        self.rows.append(row)
+        _log.info("%-10s %-42s %-28s %9.1f sent/s  p50 %8.2f ms  p99 %8.2f ms%s", sweep, system, setting,
+                  result.sentences_per_s, result.p50_ms, result.p99_ms, f"  x{ratio:.2f}" if ratio else "")
+        return row
+
+
+
+
+def _machine() -> dict[str, str]:
+    import onnxruntime
+    import sentence_transformers
+    import torch
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return {
+        "cpu": f"{cpu}, {os.cpu_count()} cores",
+        "python": platform.python_version(),
+        "triton": "2.51.0 (nvidia-pytriton 0.7.0)",
+        "onnxruntime": onnxruntime.__version__,
+        "torch": torch.__version__,
+        "sentence-transformers": sentence_transformers.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def _keep_faster(results: Results, baseline: Row, again: Measurement) -> None:
+    """Machines drift during a run: keep the baseline's faster measurement, and recompute the ratios on it."""
+    if again.sentences_per_s > baseline.result.sentences_per_s:
+        baseline.result = again
+        for row in results.rows:
+            if row.baseline is baseline:
+                row.ratio = row.result.sentences_per_s / again.sentences_per_s
+    _log.info("baseline %s %s measured again: %.1f sent/s kept", baseline.system, baseline.setting,
+              baseline.result.sentences_per_s)
+
+
+def _tokens_metric(metrics_url: str, model: str) -> dict[str, float]:
+    """The encoder's real and computed token counters, from Triton's Prometheus endpoint."""
+    text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
+    found = {}
+    for kind in ("real", "computed"):
+        labels = rf'(?=[^}}]*kind="{kind}")(?=[^}}]*model="{re.escape(model)}")[^}}]*'
+        match = re.search(rf"bertserve_encoder_tokens_total\{{{labels}\}} (\S+)", text)
+        found[kind] = float(match.group(1)) if match else 0.0
+    return found
+
+
+def run(settings: Settings, out: Path) -> Results:
+    model_dir = default_model_dir()
+    results = Results(settings, _machine())
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="bertserve-bench-") as scratch:
+        repo = Path(scratch) / "repository"
+        export_model(ExportConfig(model_dir=model_dir, repository=repo, name=DEFAULT_MODEL_NAME))
+        export_model(ExportConfig(model_dir=model_dir, repository=repo, name="int8", precision=Precision.INT8))
+        for layer in settings.layer_depths:
+            if layer != -1:
+                export_model(ExportConfig(model_dir=model_dir, repository=repo, name=f"layer{layer}", layers=(layer,)))
+        # The length-grouping lever switched off: every batch runs as one block padded to its longest row.
+        export_model(ExportConfig(model_dir=model_dir, repository=repo, name="ungrouped",
+                                  deployment=Deployment(max_padding_ratio=1e9)))
+        from tokenizers import Tokenizer
+
+        tokenizer_file = repo / f"{DEFAULT_MODEL_NAME}_tokenizer" / "1" / "tokenizer.json"
+        tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+        texts = workload.sentences(tokenizer, 256, settings.tokens)
+        single = texts[:1]
+
+        st = SentenceTransformersBaseline(model_dir)
+        ort_baseline = OnnxRuntimeBaseline(repo / f"{DEFAULT_MODEL_NAME}_encoder", tokenizer_file)
+        measure = _timer(settings.seconds)
+
+        # -- in-process baselines ------------------------------------------------------------
+        st64 = results.add("headline", st.name, "batch 64", 64, measure(st.encoder(texts[:64])))
+        st1 = results.add("headline", st.name, "batch 1", 1, measure(st.encoder(single)))
+        results.add("headline", ort_baseline.name, "batch 64", 64, measure(ort_baseline.encoder(texts[:64])), st64)
+        results.add("headline", ort_baseline.name, "batch 1", 1, measure(ort_baseline.encoder(single)), st1)
+
+        # -- peer server ---------------------------------------------------------------------
+        (infinity_port,) = free_ports(1)
+        with InfinityServer(model_dir, infinity_port) as infinity:
+            results.add("headline", infinity.name, "batch 64", 64, measure(infinity.encoder(texts[:64])), st64)
+            results.add("headline", infinity.name, "batch 1", 1, measure(infinity.encoder(single)), st1)
+            results.add("headline", infinity.name, "16 clients x batch 1", 16,
+                        measure(infinity.encoder(single), clients=16), st64)
+
+        # -- bertserve --------------------------------------------------------------------------
+        http, grpc, metrics = free_ports(3)
+        config = ServerConfig(repository=repo, http_port=http, grpc_port=grpc, metrics_port=metrics, host="127.0.0.1")
+        with TritonServer(config) as server:
+            data = workload.write_input_data(texts, Path(scratch) / "input.json")
+            pa = {
+                "grpc": PerfAnalyzer(f"127.0.0.1:{grpc}", "grpc", settings.window_ms),
+                "http": PerfAnalyzer(f"127.0.0.1:{http}", "http", settings.window_ms),
+            }
+            name = "bertserve (perf_analyzer, {})"
+            model = DEFAULT_MODEL_NAME
+            pa64 = results.add("headline", name.format("gRPC"), "batch 64", 64, pa["grpc"].measure(model, data, 64, 1), st64)
+            pa1 = results.add("headline", name.format("gRPC"), "batch 1", 1, pa["grpc"].measure(model, data, 1, 1), st1)
+            pa16 = results.add("headline", name.format("gRPC"), "16 clients x batch 1", 16,
+                               pa["grpc"].measure(model, data, 1, 16), st64)
+            results.add("headline", name.format("HTTP"), "batch 64", 64, pa["http"].measure(model, data, 64, 1), st64)
+            results.add("headline", name.format("HTTP"), "batch 1", 1, pa["http"].measure(model, data, 1, 1), st1)
+
+            with Encoder(server.grpc_url, model=model) as grpc_sdk, Encoder(server.http_url, model=model) as http_sdk:
+                sdk = "bertserve (Python SDK, {})"
+                sdk64 = results.add("headline", sdk.format("gRPC"), "batch 64", 64,
+                                    measure(_sdk_call(grpc_sdk, texts[:64])), st64)
+                sdk1 = results.add("headline", sdk.format("gRPC"), "batch 1", 1, measure(_sdk_call(grpc_sdk, single)), st1)
+                results.add("headline", sdk.format("gRPC"), "16 clients x batch 1", 16,
+                            measure(_sdk_call(grpc_sdk, single), clients=16), st64)
+                results.add("headline", sdk.format("HTTP"), "batch 64", 64, measure(_sdk_call(http_sdk, texts[:64])), st64)
+                many = (texts * 4)[:1024]
+                results.add("headline", sdk.format("gRPC"), "1,024 per call (64 x 4 in flight)", 1024,
+                            measure(_sdk_call(grpc_sdk, many)), st64)
+
+                # -- client batch size (the SDK splits batches above the server's 64) ------------
+                for batch in settings.client_batches:
+                    chunk = (texts * (batch // len(texts) + 1))[:batch]
+                    base = results.add("batch", st.name, f"batch {batch}", batch, measure(st.encoder(chunk)))
+                    results.add("batch", sdk.format("gRPC"), f"batch {batch}", batch, measure(_sdk_call(grpc_sdk, chunk)), base)
+
+                # -- int8 ----------------------------------------------------------------------
+                with Encoder(server.grpc_url, model="int8") as int8_sdk:
+                    corpus = workload.mixed(tokenizer, 200, settings.mixed_lengths, seed=7)
+                    fp32_vectors, int8_vectors = grpc_sdk.encode(corpus), int8_sdk.encode(corpus)
+                    cosines = (fp32_vectors * int8_vectors).sum(axis=1)  # both L2-normalised
+                    results.facts["int8_cosine_mean"] = float(cosines.mean())
+                    results.facts["int8_cosine_min"] = float(cosines.min())
+            int8 = results.add("headline", name.format("gRPC") + ", int8", "batch 64", 64,
+                               pa["grpc"].measure("int8", data, 64, 1), st64)
+
+            # -- sequence length --------------------------------------------------------------
+            for length in settings.seq_lengths:
+                batch_texts = workload.sentences(tokenizer, 64, length)
+                base = results.add("seq_len", st.name, f"{length} tokens", length,
+                                   measure(st.encoder(batch_texts[: settings.seq_batch])))
+                seq_data = workload.write_input_data(batch_texts, Path(scratch) / f"seq{length}.json")
+                results.add("seq_len", name.format("gRPC"), f"{length} tokens", length,
+                            pa["grpc"].measure(model, seq_data, settings.seq_batch, 1), base)
+
+            # -- concurrent single-sentence clients (dynamic batching) ---------------------------
+            for clients in settings.concurrencies:
+                results.add("clients", name.format("gRPC"), f"{clients} clients x batch 1", clients,
+                            pa["grpc"].measure(model, data, 1, clients), st64)
+
+            # -- pooling layer depth: upper layers cut from the graph ----------------------------
+            for layer in settings.layer_depths:
+                layer_model = model if layer == -1 else f"layer{layer}"
+                results.add("layer", name.format("gRPC"), f"layer {layer}", layer,
+                            pa["grpc"].measure(layer_model, data, 64, 1), st64)
+
+            # -- mixed lengths: padded tokens computed per real token -----------------------------
+            mixed_texts = workload.mixed(tokenizer, 256, settings.mixed_lengths)
+            mixed_data = workload.write_input_data(mixed_texts, Path(scratch) / "mixed.json")
+            for mixed_model, label in [(model, "length groups"), ("ungrouped", "one padded block")]:
+                before = _tokens_metric(server.metrics_url, f"{mixed_model}_encoder")
+                results.add("mixed", name.format("gRPC") + f", {label}", "16 clients x batch 1, mixed", 16,
+                            pa["grpc"].measure(mixed_model, mixed_data, 1, 16))
+                after = _tokens_metric(server.metrics_url, f"{mixed_model}_encoder")
+                real = after["real"] - before["real"]
+                ratio = (after["computed"] - before["computed"]) / real if real else float("nan")
+                results.facts["padding_ratio" if mixed_model == model else "padding_ratio_ungrouped"] = ratio
+
+        _keep_faster(results, st64, measure(st.encoder(texts[:64])))
+        _keep_faster(results, st1, measure(st.encoder(single)))
+        results.facts.update(
+            st_measured_twice=True,
+            batch64_vs_st=pa64.ratio, sdk_batch64_vs_st=sdk64.ratio, concurrent16_vs_batch64=(
+                pa16.result.sentences_per_s / pa64.result.sentences_per_s),
+            single_p50_ms=pa1.result.p50_ms, sdk_single_p50_ms=sdk1.result.p50_ms, st_single_p50_ms=st1.result.p50_ms,
+            int8_vs_st=int8.ratio,
+        )
+    return results
+
+
+def _timer(seconds: float) -> Callable[..., Measurement]:
+    return lambda call, clients=1: timed(call, seconds, clients)
+
+
+def _sdk_call(encoder: Encoder, batch: list[str]) -> Callable[[], int]:
+    return lambda: len(encoder.encode(batch, progress=False))
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m perf", description=__doc__)
+    parser.add_argument("--out", type=Path, default=ROOT / "results", help="results, plots (default: perf/results)")
+    parser.add_argument("--markdown", type=Path, default=ROOT / "BENCHMARKS.md", help="the table to regenerate")
+    parser.add_argument("--quick", action="store_true", help="tiny settings that only check the harness works")
+    parser.add_argument("--from-results", type=Path, metavar="JSON",
+                        help="re-render the table and plots from a results.json instead of measuring")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    settings = Settings.quick() if args.quick else Settings()
+    started = time.monotonic()
+    results = report.load(args.from_results) if args.from_results else run(settings, args.out)
+    report.write(results, args.out, args.markdown)
+    _log.info("benchmark done in %.0f s: %s, %s", time.monotonic() - started, args.out, args.markdown)
+    return 0

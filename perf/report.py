@@ -1,0 +1,180 @@
+"""Write a benchmark run as JSON, CSV, PNG plots and the BENCHMARKS.md table."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .bench import Results, Row
+
+GPU_SECTION = """## GPU (FP16 encoder through Triton, BERT-base shape)
+
+**Not measured yet.** The target is at least 20,000 sentences/s at max_seq_len 20 through Triton,
+and at least 0.8× in-process PyTorch FP16 at max_seq_len 128, on one GPU, both measured in the
+same run. No GPU machine was available when the GPU export path (`--precision fp16`,
+`--backend onnxruntime`, `--format tensorrt`) and `docker compose up` were built, so there is
+no figure here yet, and none from elsewhere is quoted in its place.
+"""
+
+SWEEPS = {
+    "seq_len": ("Sequence length", "tokens per sentence"),
+    "batch": ("Client batch size", "sentences per call"),
+    "clients": ("Concurrent single-sentence clients", "clients"),
+    "layer": ("Pooling layer depth (upper layers cut from the graph)", "layer"),
+}
+
+
+def write(results: Results, out: Path, markdown: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {"machine": results.machine, "settings": asdict(results.settings), "facts": results.facts,
+               "rows": [_flat(row) for row in results.rows]}
+    (out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
+    with (out / "results.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(_flat(results.rows[0])))
+        writer.writeheader()
+        writer.writerows(_flat(row) for row in results.rows)
+    results = load(out / "results.json")  # the table and plots show exactly what the files hold
+    plots = _plots(results, out)
+    markdown.write_text(_markdown(results, plots, markdown.parent))
+
+
+def _flat(row: Row) -> dict:
+    return {"sweep": row.sweep, "system": row.system, "setting": row.setting, "value": row.value,
+            "sentences_per_s": round(row.result.sentences_per_s, 2), "p50_ms": round(row.result.p50_ms, 3),
+            "p99_ms": round(row.result.p99_ms, 3), "ratio_to_sentence_transformers": (
+                round(row.ratio, 3) if row.ratio is not None else None)}
+
+
+def _plots(results: Results, out: Path) -> dict[str, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = {}
+    for sweep, (title, xlabel) in SWEEPS.items():
+        rows = [r for r in results.rows if r.sweep == sweep]
+        if not rows:
+            continue
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for system in dict.fromkeys(r.system for r in rows):
+            mine = [r for r in rows if r.system == system]
+            ax.plot([r.value for r in mine], [r.result.sentences_per_s for r in mine], marker="o", label=system)
+        if sweep in ("seq_len", "batch", "clients"):
+            ax.set_xscale("log", base=2)
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("sentences / s")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        paths[sweep] = out / f"{sweep}.png"
+        fig.savefig(paths[sweep], dpi=110)
+        plt.close(fig)
+    headline = [r for r in results.rows if r.sweep == "headline" and r.setting == "batch 64"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.barh([r.system for r in headline], [r.result.sentences_per_s for r in headline])
+    ax.set_xlabel("sentences / s, batches of 64")
+    ax.set_title("all-MiniLM-L6-v2, ~16-token sentences")
+    fig.tight_layout()
+    paths["headline"] = out / "headline.png"
+    fig.savefig(paths["headline"], dpi=110)
+    plt.close(fig)
+    return paths
+
+
+def _table(rows: list[Row]) -> list[str]:
+    lines = ["| system | load | sentences/s | p50 ms | p99 ms | × sentence-transformers |", "|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        ratio = f"{r.ratio:.2f}×" if r.ratio is not None else "baseline" if "sentence-transformers" in r.system else ""
+        lines.append(f"| {r.system} | {r.setting} | {r.result.sentences_per_s:,.1f} | {r.result.p50_ms:.2f} | "
+                     f"{r.result.p99_ms:.2f} | {ratio} |")
+    return lines
+
+
+def _targets(results: Results) -> list[str]:
+    """Each target with its measurement; a miss says by how much (higher is better unless noted)."""
+    f = results.facts
+    checks = [  # target, measured text, value, goal, lower is better
+        ("batch-64 throughput ≥ 1.2× sentence-transformers", f"{f['batch64_vs_st']:.2f}× (SDK end to end: "
+         f"{f['sdk_batch64_vs_st']:.2f}×)", f["batch64_vs_st"], 1.2, False),
+        ("16 concurrent single-sentence clients ≥ 0.8× batch-64 throughput", f"{f['concurrent16_vs_batch64']:.2f}×",
+         f["concurrent16_vs_batch64"], 0.8, False),
+        ("single-sentence p50 ≤ sentence-transformers' single-sentence p50",
+         f"{f['single_p50_ms']:.2f} ms (SDK {f['sdk_single_p50_ms']:.2f} ms) vs {f['st_single_p50_ms']:.2f} ms",
+         f["single_p50_ms"], f["st_single_p50_ms"], True),
+        ("mixed-length traffic ≤ 1.25 computed tokens per real token", f"{f['padding_ratio']:.3f}",
+         f["padding_ratio"], 1.25, True),
+        ("int8 ≥ 2× sentence-transformers fp32", f"{f['int8_vs_st']:.2f}×", f["int8_vs_st"], 2.0, False),
+        ("int8 cosine ≥ 0.99 to fp32 (mean over 200 mixed sentences)",
+         f"{f['int8_cosine_mean']:.4f} (min {f['int8_cosine_min']:.4f})", f["int8_cosine_mean"], 0.99, False),
+    ]
+    lines = ["| target | measured | met |", "|---|---|---|"]
+    for target, measured, value, goal, lower in checks:
+        met = value <= goal if lower else value >= goal
+        verdict = "yes" if met else f"**no**: missed by {abs(value / goal - 1):.0%}"
+        lines.append(f"| {target} | {measured} | {verdict} |")
+    return lines + ["", "Levers tried for the misses, with their measured effect: `perf/NOTES.md`."]
+
+
+def load(path: Path) -> Results:
+    """A run written by `write`, read back, to re-render the table and plots without measuring again."""
+    from .bench import Results, Row, Settings
+    from .measure import Measurement
+
+    data = json.loads(path.read_text())
+    rows = [Row(r["sweep"], r["system"], r["setting"], r["value"],
+                Measurement(r["sentences_per_s"], r["p50_ms"], r["p99_ms"]), r["ratio_to_sentence_transformers"])
+            for r in data["rows"]]
+    settings = Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in data["settings"].items()})
+    return Results(settings, data["machine"], rows, data["facts"])
+
+
+def _markdown(results: Results, plots: dict[str, Path], base: Path) -> str:
+    m, s = results.machine, results.settings
+    quick = " (quick run: harness check only, not a measurement)" if s.seconds < 1 else ""
+    lines = [
+        "# Benchmarks",
+        "",
+        "Regenerated by `make bench`; every ratio compares systems measured in the same run on the same",
+        "machine, model (all-MiniLM-L6-v2, fp32 unless marked) and sentences. Raw numbers:",
+        "`perf/results/results.json` and `.csv`. How each lever was chosen: `perf/NOTES.md`.",
+        "",
+        f"## CPU{quick}",
+        "",
+        f"Machine: {m['cpu']}; Python {m['python']}; Triton {m['triton']}; ONNX Runtime {m['onnxruntime']}; "
+        f"torch {m['torch']}; sentence-transformers {m['sentence-transformers']}; {m['date']}.",
+        f"Client and server on the same machine. Sentences of exactly {s.tokens} tokens unless a sweep says "
+        f"otherwise; {s.seconds:g} s per in-process or SDK measurement, perf_analyzer windows of {s.window_ms} ms.",
+        "The headline sentence-transformers baselines are measured at the start and again at the end of the",
+        "run, and ratios use the faster of the two, so drift on this shared machine never flatters bertserve.",
+        "Sweeps compare with a sentence-transformers measurement taken next to each of their rows.",
+        "",
+        "### Targets",
+        "",
+        *_targets(results),
+        "",
+        "### Against the alternatives",
+        "",
+        *_table([r for r in results.rows if r.sweep == "headline"]),
+        "",
+    ]
+    if "headline" in plots:
+        lines += [f"![throughput]({plots['headline'].relative_to(base)})", ""]
+    for sweep, (title, _) in SWEEPS.items():
+        rows = [r for r in results.rows if r.sweep == sweep]
+        if rows:
+            lines += [f"### {title}", "", *_table(rows), ""]
+            if sweep in plots:
+                lines += [f"![{sweep}]({plots[sweep].relative_to(base)})", ""]
+    mixed = [r for r in results.rows if r.sweep == "mixed"]
+    lines += ["### Mixed-length traffic", "", *_table(mixed), "",
+              f"Encoder tokens computed per real token: {results.facts['padding_ratio']:.3f} with length groups, "
+              f"{results.facts['padding_ratio_ungrouped']:.3f} with each batch run as one padded block "
+              "(from the encoder's `bertserve_encoder_tokens_total` counters on Triton's metrics endpoint).", ""]
+    lines += [GPU_SECTION]
+    return "\n".join(lines)
