@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from itertools import islice
-from typing import Any, Iterable, Iterator, Optional, Sequence, Union
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -21,8 +21,6 @@ from ._transport import Address, Transport, open_transport, parse_address
 from .errors import InvalidInputError, ModelNotFoundError, ServerError, ServerUnavailableError
 from .info import ModelInfo
 from .status import ClientStatus, ServerStatus, _ClientCounters
-
-Vectors = Union[np.ndarray, list]
 
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_CONCURRENCY = 4

@@ -161,9 +161,12 @@ def test_sixteen_threads_share_one_encoder(server):
     with Encoder(server.http_url, model=DEFAULT_NAME) as shared:
         def work(t: int) -> None:
             try:
+                mine = texts[t * 12 : (t + 1) * 12]
                 for round_ in range(3):  # each thread calls repeatedly, interleaving with the others
-                    mine = texts[t * 12 : (t + 1) * 12]
-                    results[t] = shared.encode(mine if round_ % 2 == 0 else list(reversed(mine)))[::1 - 2 * (round_ % 2)]
+                    if round_ % 2:  # a reversed call must come back reversed, not in some other thread's order
+                        results[t] = shared.encode(mine[::-1])[::-1]
+                    else:
+                        results[t] = shared.encode(mine)
             except Exception as exc:  # surfaced below
                 errors.append(exc)
 
