@@ -26,6 +26,7 @@ class PerfAnalyzer:
     url: str  # host:port of the protocol's endpoint
     protocol: str  # "grpc" or "http"
     window_ms: int
+    stability_percent: int  # how far measurement windows may differ and still count as stable
 
     def measure(self, model: str, data: Path, batch: int, concurrency: int) -> Measurement:
         """Sentences/s and request latency at one batch size and concurrency."""
@@ -34,8 +35,8 @@ class PerfAnalyzer:
             command = [
                 str(binary()), "-m", model, "-u", self.url, "-i", self.protocol, "-b", str(batch),
                 "--input-data", str(data), "--concurrency-range", str(concurrency),
-                "--measurement-interval", str(self.window_ms), "--stability-percentage", "50",
-                "--max-trials", "6", "--percentile", "99", "-f", str(report),
+                "--measurement-interval", str(self.window_ms), "--stability-percentage", str(self.stability_percent),
+                "--max-trials", "10", "--percentile", "99", "-f", str(report),
             ]
             env = {**os.environ, "LD_LIBRARY_PATH": os.pathsep.join(
                 [str(TOOLS / "nvidia" / "cuda_runtime" / "lib"), os.environ.get("LD_LIBRARY_PATH", "")])}
