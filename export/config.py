@@ -17,6 +17,7 @@ from typing import Optional
 from bertserve.errors import ExportError
 from bertserve.model_repository.deployment import Deployment
 
+from .graph import hidden_state_indices
 from .pooling import Pooling
 
 DEFAULT_MAX_BATCH_SIZE = 64
@@ -116,6 +117,10 @@ def plan_export(config: ExportConfig) -> ExportPlan:
     layers = tuple(config.layers) if config.layers else ((-1,) if st else (-2,))
     if len(set(layers)) != len(layers):
         raise ExportError(f"layers {layers} lists a layer twice")
+    try:
+        hidden_state_indices(layers, int(model_config["num_hidden_layers"]))
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
     pooling = Pooling(config.pooling) if config.pooling else (st.pooling if st else Pooling.MEAN)
     if config.mask_cls_sep and pooling in (Pooling.CLS, Pooling.SEP, Pooling.CLS_POOLED):
         raise ExportError(f"--mask-cls-sep leaves nothing for {pooling.value} pooling, which reads [CLS] or [SEP]")

@@ -8,9 +8,8 @@ import time
 from pathlib import Path
 
 from bertserve.info import ModelInfo
-from bertserve.model_repository.repository import write_model
-
 from bertserve.model_repository.deployment import Backend
+from bertserve.model_repository.repository import existing_models, write_model
 
 from .config import ExportConfig, Precision, plan_export
 from .encoder import export_encoder
@@ -30,8 +29,10 @@ def export_model(config: ExportConfig) -> ModelInfo:
     started = time.monotonic()
     plan = plan_export(config)
     backend = plan.deployment.backend
+    # Refusals come before the export work, not after it.
+    existing_models(plan.repository, plan.name, plan.overwrite)
     if backend is Backend.TENSORRT:
-        require_tensorrt()  # before minutes of export work, not after
+        require_tensorrt()
     _log.info(
         "exporting %s as %r: pooling %s over layers %s, normalize=%s, max_seq_len %d, %s for the %s backend",
         plan.transformer_dir, plan.name, plan.pooling.value, list(plan.layers), plan.normalize, plan.max_seq_len,

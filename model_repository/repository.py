@@ -115,6 +115,14 @@ def tensorrt_batch_sizes(max_batch_size: int) -> tuple[int, ...]:
     return tuple(sorted({max(1, max_batch_size // 2), max_batch_size}))
 
 
+def existing_models(repository: Path, name: str, overwrite: bool) -> list[Path]:
+    """The folders of model `name` already in `repository`; an `ExportError` if there are any and not `overwrite`."""
+    existing = [repository / folder for folder in (name, *component_names(name)) if (repository / folder).exists()]
+    if existing and not overwrite:
+        raise ExportError(f"{existing[0]} already exists; pass --overwrite to replace it or --name to add another model")
+    return existing
+
+
 def write_model(
     repository: Path,
     info: ModelInfo,
@@ -133,10 +141,8 @@ def write_model(
     encoder_files = {deployment.backend.model_file: encoder_file}
     if deployment.backend is Backend.PYTHON:
         encoder_files["model.py"] = _BACKENDS / "encoder" / "model.py"
+    existing = existing_models(repository, info.name, overwrite)
     targets = [repository / cfg.name for cfg in (ensemble_cfg, tokenizer_cfg, encoder_cfg)]
-    existing = [t for t in targets if t.exists()]
-    if existing and not overwrite:
-        raise ExportError(f"{existing[0]} already exists; pass --overwrite to replace it or --name to add another model")
     repository.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{info.name}-", dir=repository.parent))
     try:
