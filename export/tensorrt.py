@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 from pathlib import Path
 
@@ -14,16 +15,30 @@ _log = logging.getLogger("bertserve.export")
 _WORKSPACE_BYTES = 4 << 30
 
 
+def cuda_devices() -> int:
+    """How many NVIDIA GPUs the CUDA driver reports (0 without a driver).
+
+    Asked of the driver itself (libcuda), not torch: a CPU build of torch
+    reports no GPU even on a machine that has one.
+    """
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return 0
+    count = ctypes.c_int(0)
+    if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return 0
+    return count.value
+
+
 def tensorrt_unavailable() -> str | None:
     """Why a TensorRT engine cannot be built here, or None when it can."""
     try:
         import tensorrt  # noqa: F401
     except ImportError:
         return "the tensorrt package is not installed (pip install tensorrt)"
-    import torch
-
-    if not torch.cuda.is_available():
-        return "no NVIDIA GPU is visible"
+    if cuda_devices() == 0:
+        return "the CUDA driver (libcuda.so.1) reports no NVIDIA GPU"
     return None
 
 
