@@ -34,12 +34,16 @@ def default_model_dir() -> Path:
 
 def default_repository(home: Optional[Path] = None) -> Path:
     """A repository serving the default model, exporting it the first time (or after a format change)."""
-    from bertserve.export import ExportConfig, export_model
-
     repository = (home or bertserve_home()) / "repository"
     stamp = repository / DEFAULT_MODEL_NAME / "bertserve.json"
     if stamp.is_file() and json.loads(stamp.read_text()).get("format_version") == FORMAT_VERSION:
         return repository
+    try:
+        from bertserve.export import ExportConfig, export_model
+    except ImportError as exc:
+        raise ExportError(
+            f"exporting the default model needs the server extra: pip install 'bertserve[server]' (missing: {exc.name})"
+        ) from None
     _log.info("exporting the default model %s to %s (first use)", DEFAULT_MODEL_NAME, repository)
     export_model(
         ExportConfig(model_dir=default_model_dir(), repository=repository, name=DEFAULT_MODEL_NAME, overwrite=True)

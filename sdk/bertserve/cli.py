@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import signal
@@ -136,7 +137,7 @@ def _read_sentences(args: argparse.Namespace) -> list[str]:
 
 
 def _export(args: argparse.Namespace) -> int:
-    export, server = _server_modules()
+    export, server = _server_extra("bertserve.export"), _server_extra("bertserve.server")
     layers = tuple(int(v) for item in args.layers for v in item.split(",") if v) if args.layers else None
     if args.format == "tensorrt" and args.backend:
         raise BertserveError("--format tensorrt is served by the tensorrt backend; drop --backend")
@@ -171,7 +172,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    _, server = _server_modules()
+    server = _server_extra("bertserve.server")
     repository = args.repository or server.default_repository()
     config = server.ServerConfig(
         repository=repository,
@@ -205,13 +206,12 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def _server_modules() -> tuple[Any, Any]:
+def _server_extra(module: str) -> Any:
+    """A module of the server extra, imported only by the commands that need it (`serve` needs no torch)."""
     try:
-        import bertserve.export as export
-        import bertserve.server as server
+        return importlib.import_module(module)
     except ImportError as exc:
         raise BertserveError(_SERVER_EXTRA.format(exc.name)) from None
-    return export, server
 
 
 if __name__ == "__main__":
