@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_STARTUP_TIMEOUT = 180.0
+DEFAULT_STOP_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,7 @@ class ServerConfig:
     metrics_port: int = 8002
     host: str = "0.0.0.0"
     startup_timeout: float = DEFAULT_STARTUP_TIMEOUT
+    stop_timeout: float = DEFAULT_STOP_TIMEOUT  # grace period for in-flight requests before the process is killed
     log_verbose: int = 0
 
     def arguments(self, backend_directory: Path) -> list[str]:

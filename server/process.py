@@ -25,7 +25,6 @@ from bertserve.errors import ServerStartError
 from .config import ServerConfig
 
 _log = logging.getLogger("bertserve.server")
-_STOP_TIMEOUT = 30.0
 # glog error lines ("E1124 21:03:46.378245 ...") and the final "error: ..." line.
 _ERROR_LINE = re.compile(r"^(E\d{4} |error: )")
 
@@ -161,11 +160,11 @@ class TritonServer:
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGINT)
             try:
-                process.wait(timeout=_STOP_TIMEOUT)
+                process.wait(timeout=self.config.stop_timeout)
             except subprocess.TimeoutExpired:
-                _log.warning("tritonserver did not stop within %.0f s; killing it", _STOP_TIMEOUT)
+                _log.warning("tritonserver did not stop within %.0f s; killing it", self.config.stop_timeout)
                 process.kill()
-                process.wait(timeout=_STOP_TIMEOUT)
+                process.wait()
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
