@@ -11,16 +11,16 @@ from typing import Iterator
 
 import numpy as np
 import torch
-from tokenizers import Tokenizer
 
 from bertserve.errors import ExportError
+from bertserve.model_repository.repository import TOKEN_TENSORS
 
 from .config import ExportPlan, Precision
 from .graph import EncoderGraph
 from .pooling import Pooling
-from .tokenizer import PreparedTokenizer
+from .tokenizer import PreparedTokenizer, encoder_inputs
 
-INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+INPUT_NAMES = TOKEN_TENSORS
 OUTPUT_NAME = "embedding"
 TOLERANCE = 1e-4  # fp32: max abs difference to transformers
 # Reduced precision: cosine similarity of the vectors to transformers' fp32 ones, (smallest, mean).
@@ -64,11 +64,11 @@ def export_encoder(plan: ExportPlan, prepared: PreparedTokenizer, path: Path, pr
         graph = EncoderGraph(bert, plan.layers, plan.pooling, plan.normalize, excluded).eval()
     except ValueError as exc:
         raise ExportError(str(exc)) from exc
-    check = _tokenize(tokenizer, _CHECK_SENTENCES[::-1] + ["x " * 600])
+    check = encoder_inputs(tokenizer, _CHECK_SENTENCES[::-1] + ["x " * 600])
     want = _reference(bert, graph, check)  # before any precision change: the reference is fp32
     if precision is Precision.FP16:
         graph.half_encoder()
-    sample = _tokenize(tokenizer, _CHECK_SENTENCES)
+    sample = encoder_inputs(tokenizer, _CHECK_SENTENCES)
     dynamic = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
     dynamic[OUTPUT_NAME] = {0: "batch", 1: "sequence"} if plan.pooling is Pooling.NONE else {0: "batch"}
     _log.info("exporting %d of %d encoder layers to ONNX", len(graph.layers), len(bert.encoder.layer))
@@ -143,15 +143,6 @@ def _cosines(got: np.ndarray, want: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1)
     real = norms > 0
     return (got * want).sum(axis=1)[real] / norms[real]
-
-
-def _tokenize(tokenizer: Tokenizer, texts: list[str]) -> dict[str, np.ndarray]:
-    encodings = tokenizer.encode_batch(texts)
-    return {
-        "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-        "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-        "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
-    }
 
 
 def _reference(bert: torch.nn.Module, graph: EncoderGraph, batch: dict[str, np.ndarray]) -> np.ndarray:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
+import numpy as np
 from tokenizers import Tokenizer, normalizers
 
 from bertserve.errors import ExportError
-from bertserve.model_repository.repository import SpecialTokens
+from bertserve.model_repository.repository import TOKEN_TENSORS, SpecialTokens
 
 
 @dataclass(frozen=True)
@@ -53,3 +54,10 @@ def build_tokenizer(
         tokenizer.normalizer = normalizers.Sequence(steps)
     special = SpecialTokens(cls=hf.cls_token, sep=hf.sep_token, unk=hf.unk_token)
     return PreparedTokenizer(tokenizer, special, hf.cls_token_id, hf.sep_token_id)
+
+
+def encoder_inputs(tokenizer: Tokenizer, texts: Sequence[str]) -> dict[str, np.ndarray]:
+    """The encoder's int64 inputs for `texts`, as `tokenizer` pads and truncates them."""
+    encodings = tokenizer.encode_batch(list(texts))
+    columns = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
+    return {name: np.array([getattr(e, columns[name]) for e in encodings], dtype=np.int64) for name in TOKEN_TENSORS}

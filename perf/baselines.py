@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
+from bertserve.export.tokenizer import encoder_inputs
 
 INFINITY = Path(__file__).resolve().parent.parent / ".tools" / "infinity" / "bin" / "infinity_emb"
 
@@ -48,13 +48,7 @@ class OnnxRuntimeBaseline:
 
     def encoder(self, batch: list[str]) -> Callable[[], int]:
         def call() -> int:
-            encodings = self.tokenizer.encode_batch(batch)
-            feed = {
-                "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-                "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-                "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
-            }
-            return len(self.session.run(["embedding"], feed)[0])
+            return len(self.session.run(["embedding"], encoder_inputs(self.tokenizer, batch))[0])
 
         return call
 
