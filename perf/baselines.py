@@ -67,22 +67,28 @@ class InfinityServer:
         self._local = threading.local()
 
     def __enter__(self) -> InfinityServer:
+        """Start loading in the background; `wait_ready` before measuring."""
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0"}
         self._process = subprocess.Popen(
             [str(INFINITY), "v2", "--model-id", self.model_id, "--engine", "torch", "--device", "cpu",
              "--port", str(self.port), "--host", "127.0.0.1"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
         )
-        deadline = time.monotonic() + 180
+        return self
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        if self._process is None:
+            raise RuntimeError("infinity-emb is not started; use InfinityServer as a context manager")
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 raise RuntimeError(f"infinity-emb exited with {self._process.returncode} while starting")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2):
-                    return self
+                    return
             except OSError:
                 time.sleep(0.5)
-        raise TimeoutError("infinity-emb was not healthy after 180 s")
+        raise TimeoutError(f"infinity-emb was not healthy after {timeout:.0f} s")
 
     def __exit__(self, *exc: object) -> None:
         if self._process is not None and self._process.poll() is None:

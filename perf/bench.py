@@ -41,12 +41,14 @@ class Settings:
     concurrencies: tuple[int, ...] = (1, 2, 4, 8, 16)
     layer_depths: tuple[int, ...] = (-1, -3, -6)
     mixed_lengths: tuple[int, ...] = (8, 16, 32, 64, 128)
+    many: int = 1024  # sentences in the one large SDK call
 
     @classmethod
     def quick(cls) -> Settings:
-        # Short windows hold few requests and never look stable: accept any window, speed is not judged here.
-        return cls(seconds=0.5, window_ms=1000, stability_percent=1000, seq_lengths=(8, 32), seq_batch=4, client_batches=(1, 8),
-                   concurrencies=(1, 2), layer_depths=(-1, -6), mixed_lengths=(8, 32))
+        # Short windows hold a request or two and never look stable: accept any window, speed is not judged here.
+        # One point per sweep: every path of the harness runs, and the test suite waits less.
+        return cls(seconds=0.5, window_ms=500, stability_percent=1000, seq_lengths=(8,), seq_batch=4,
+                   client_batches=(8,), concurrencies=(2,), layer_depths=(-1, -6), mixed_lengths=(8, 32), many=256)
 
 
 @dataclass
@@ -79,7 +81,15 @@ class Results:
                   result.sentences_per_s, result.p50_ms, result.p99_ms, f"  x{ratio:.2f}" if ratio else "")
         return row
 
-
+    def keep_faster(self, baseline: Row, again: Measurement) -> None:
+        """Machines drift during a run: keep the baseline's faster measurement, and recompute the ratios on it."""
+        if again.sentences_per_s > baseline.result.sentences_per_s:
+            baseline.result = again
+            for row in self.rows:
+                if row.baseline is baseline:
+                    row.ratio = row.result.sentences_per_s / again.sentences_per_s
+        _log.info("baseline %s %s measured again: %.1f sent/s kept", baseline.system, baseline.setting,
+                  baseline.result.sentences_per_s)
 
 
 def _machine() -> dict[str, str]:
@@ -100,17 +110,6 @@ def _machine() -> dict[str, str]:
     }
 
 
-def _keep_faster(results: Results, baseline: Row, again: Measurement) -> None:
-    """Machines drift during a run: keep the baseline's faster measurement, and recompute the ratios on it."""
-    if again.sentences_per_s > baseline.result.sentences_per_s:
-        baseline.result = again
-        for row in results.rows:
-            if row.baseline is baseline:
-                row.ratio = row.result.sentences_per_s / again.sentences_per_s
-    _log.info("baseline %s %s measured again: %.1f sent/s kept", baseline.system, baseline.setting,
-              baseline.result.sentences_per_s)
-
-
 def _tokens_metric(metrics_url: str, model: str) -> dict[str, float]:
     """The encoder's real and computed token counters, from Triton's Prometheus endpoint."""
     text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
@@ -122,20 +121,31 @@ def _tokens_metric(metrics_url: str, model: str) -> dict[str, float]:
     return found
 
 
-def run(settings: Settings, out: Path) -> Results:
+def export_models(settings: Settings, repo: Path) -> None:
+    """Export the models the run serves into `repo`; a model already there is reused as it is."""
+    model_dir = default_model_dir()
+    configs = [
+        ExportConfig(model_dir=model_dir, repository=repo, name=DEFAULT_MODEL_NAME),
+        ExportConfig(model_dir=model_dir, repository=repo, name="int8", precision=Precision.INT8),
+        *(ExportConfig(model_dir=model_dir, repository=repo, name=f"layer{layer}", layers=(layer,))
+          for layer in settings.layer_depths if layer != -1),
+        # The length-grouping lever switched off: every batch runs as one block padded to its longest row.
+        ExportConfig(model_dir=model_dir, repository=repo, name="ungrouped", deployment=Deployment(max_padding_ratio=1e9)),
+    ]
+    for config in configs:
+        if (repo / str(config.name) / "bertserve.json").is_file():
+            _log.info("reusing %s from %s", config.name, repo)
+        else:
+            export_model(config)
+
+
+def run(settings: Settings, out: Path, repository: Optional[Path] = None) -> Results:
     model_dir = default_model_dir()
     results = Results(settings, _machine())
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bertserve-bench-") as scratch:
-        repo = Path(scratch) / "repository"
-        export_model(ExportConfig(model_dir=model_dir, repository=repo, name=DEFAULT_MODEL_NAME))
-        export_model(ExportConfig(model_dir=model_dir, repository=repo, name="int8", precision=Precision.INT8))
-        for layer in settings.layer_depths:
-            if layer != -1:
-                export_model(ExportConfig(model_dir=model_dir, repository=repo, name=f"layer{layer}", layers=(layer,)))
-        # The length-grouping lever switched off: every batch runs as one block padded to its longest row.
-        export_model(ExportConfig(model_dir=model_dir, repository=repo, name="ungrouped",
-                                  deployment=Deployment(max_padding_ratio=1e9)))
+        repo = repository or Path(scratch) / "repository"
+        export_models(settings, repo)
         from tokenizers import Tokenizer
 
         tokenizer_file = repo / f"{DEFAULT_MODEL_NAME}_tokenizer" / "1" / "tokenizer.json"
@@ -149,24 +159,27 @@ def run(settings: Settings, out: Path) -> Results:
         ort_baseline = OnnxRuntimeBaseline(repo / f"{DEFAULT_MODEL_NAME}_encoder", tokenizer_file)
         measure = _timer(settings.seconds)
 
-        # -- in-process baselines ------------------------------------------------------------
-        st64 = results.add("headline", st.name, "batch 64", 64, measure(st.encoder(texts[:64])))
-        st1 = results.add("headline", st.name, "batch 1", 1, measure(st.encoder(single)))
-        results.add("headline", ort_baseline.name, "batch 64", 64, measure(ort_baseline.encoder(texts[:64])), st64)
-        results.add("headline", ort_baseline.name, "batch 1", 1, measure(ort_baseline.encoder(single)), st1)
-
-        # -- peer server ---------------------------------------------------------------------
+        # Both servers load at once, infinity in the background while tritonserver starts. Nothing is measured
+        # until both are ready, and each server sits idle while the others are measured.
         (infinity_port,) = free_ports(1)
-        with InfinityServer(model_dir, infinity_port) as infinity:
+        http, grpc, metrics = free_ports(3)
+        config = ServerConfig(repository=repo, http_port=http, grpc_port=grpc, metrics_port=metrics, host="127.0.0.1")
+        with InfinityServer(model_dir, infinity_port) as infinity, TritonServer(config) as server:
+            infinity.wait_ready()
+
+            # -- in-process baselines ------------------------------------------------------------
+            st64 = results.add("headline", st.name, "batch 64", 64, measure(st.encoder(texts[:64])))
+            st1 = results.add("headline", st.name, "batch 1", 1, measure(st.encoder(single)))
+            results.add("headline", ort_baseline.name, "batch 64", 64, measure(ort_baseline.encoder(texts[:64])), st64)
+            results.add("headline", ort_baseline.name, "batch 1", 1, measure(ort_baseline.encoder(single)), st1)
+
+            # -- peer server ---------------------------------------------------------------------
             results.add("headline", infinity.name, "batch 64", 64, measure(infinity.encoder(texts[:64])), st64)
             results.add("headline", infinity.name, "batch 1", 1, measure(infinity.encoder(single)), st1)
             results.add("headline", infinity.name, "16 clients x batch 1", 16,
                         measure(infinity.encoder(single), clients=16), st64)
 
-        # -- bertserve --------------------------------------------------------------------------
-        http, grpc, metrics = free_ports(3)
-        config = ServerConfig(repository=repo, http_port=http, grpc_port=grpc, metrics_port=metrics, host="127.0.0.1")
-        with TritonServer(config) as server:
+            # -- bertserve --------------------------------------------------------------------------
             data = workload.write_input_data(texts, Path(scratch) / "input.json")
             pa = {
                 "grpc": PerfAnalyzer(f"127.0.0.1:{grpc}", "grpc", settings.window_ms, settings.stability_percent),
@@ -189,9 +202,9 @@ def run(settings: Settings, out: Path) -> Results:
                 results.add("headline", sdk.format("gRPC"), "16 clients x batch 1", 16,
                             measure(_sdk_call(grpc_sdk, single), clients=16), st64)
                 results.add("headline", sdk.format("HTTP"), "batch 64", 64, measure(_sdk_call(http_sdk, texts[:64])), st64)
-                many = (texts * 4)[:1024]
-                results.add("headline", sdk.format("gRPC"), "1,024 per call (64 x 4 in flight)", 1024,
-                            measure(_sdk_call(grpc_sdk, many)), st64)
+                many = (texts * (settings.many // len(texts) + 1))[: settings.many]
+                results.add("headline", sdk.format("gRPC"), f"{settings.many:,} per call (64 x 4 in flight)",
+                            settings.many, measure(_sdk_call(grpc_sdk, many)), st64)
 
                 # -- client batch size (the SDK splits batches above the server's 64) ------------
                 for batch in settings.client_batches:
@@ -218,16 +231,17 @@ def run(settings: Settings, out: Path) -> Results:
                 results.add("seq_len", name.format("gRPC"), f"{length} tokens", length,
                             pa["grpc"].measure(model, seq_data, settings.seq_batch, 1), base)
 
+            # Sweep points the headline already measured (same model, data, batch and clients) reuse its figures.
             # -- concurrent single-sentence clients (dynamic batching) ---------------------------
             for clients in settings.concurrencies:
+                measured = {1: pa1, 16: pa16}.get(clients)
                 results.add("clients", name.format("gRPC"), f"{clients} clients x batch 1", clients,
-                            pa["grpc"].measure(model, data, 1, clients), st64)
+                            measured.result if measured else pa["grpc"].measure(model, data, 1, clients), st64)
 
             # -- pooling layer depth: upper layers cut from the graph ----------------------------
             for layer in settings.layer_depths:
-                layer_model = model if layer == -1 else f"layer{layer}"
-                results.add("layer", name.format("gRPC"), f"layer {layer}", layer,
-                            pa["grpc"].measure(layer_model, data, 64, 1), st64)
+                results.add("layer", name.format("gRPC"), f"layer {layer}", layer, pa64.result if layer == -1 else
+                            pa["grpc"].measure(f"layer{layer}", data, 64, 1), st64)
 
             # -- mixed lengths: padded tokens computed per real token -----------------------------
             mixed_texts = workload.mixed(tokenizer, 256, settings.mixed_lengths)
@@ -241,8 +255,8 @@ def run(settings: Settings, out: Path) -> Results:
                 ratio = (after["computed"] - before["computed"]) / real if real else float("nan")
                 results.facts["padding_ratio" if mixed_model == model else "padding_ratio_ungrouped"] = ratio
 
-        _keep_faster(results, st64, measure(st.encoder(texts[:64])))
-        _keep_faster(results, st1, measure(st.encoder(single)))
+        results.keep_faster(st64, measure(st.encoder(texts[:64])))
+        results.keep_faster(st1, measure(st.encoder(single)))
         results.facts.update(
             st_measured_twice=True,
             batch64_vs_st=pa64.ratio, sdk_batch64_vs_st=sdk64.ratio, concurrent16_vs_batch64=(
@@ -266,6 +280,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "results", help="results, plots (default: perf/results)")
     parser.add_argument("--markdown", type=Path, default=ROOT / "BENCHMARKS.md", help="the table to regenerate")
     parser.add_argument("--quick", action="store_true", help="tiny settings that only check the harness works")
+    parser.add_argument("--repository", type=Path, metavar="DIR",
+                        help="export the measured models into DIR and reuse those already there "
+                             "(default: a fresh temporary repository)")
     parser.add_argument("--from-results", type=Path, metavar="JSON",
                         help="re-render the table and plots from a results.json instead of measuring")
     args = parser.parse_args(argv)
@@ -273,7 +290,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     settings = Settings.quick() if args.quick else Settings()
     started = time.monotonic()
-    results = report.load(args.from_results) if args.from_results else run(settings, args.out)
+    results = report.load(args.from_results) if args.from_results else run(settings, args.out, args.repository)
     report.write(results, args.out, args.markdown)
     _log.info("benchmark done in %.0f s: %s, %s", time.monotonic() - started, args.out, args.markdown)
     return 0
