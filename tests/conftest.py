@@ -1,10 +1,18 @@
-"""Shared fixtures: the real all-MiniLM-L6-v2 weights, exported repositories and a real tritonserver."""
+"""Shared fixtures: real weights, exported repositories and real tritonservers.
+
+Each model is exported once per session and reused. Tests that export real weights or talk to a
+tritonserver are marked `server` (the `bertserve[server]` side of the package): a test using one of
+the fixtures in `_SERVER_FIXTURES` is marked automatically, modules that export inline say so with
+`pytestmark`. `pytest -m "not server"` runs the pure-logic tests alone, in seconds.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import pytest
 
@@ -12,16 +20,50 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from bertserve.export import ExportConfig, Pooling, export_model  # noqa: E402
-from bertserve.server import ServerConfig, TritonServer, free_ports  # noqa: E402
-from bertserve.server.default_model import default_model_dir  # noqa: E402
+from bertserve.model_repository.repository import component_names  # noqa: E402
+from bertserve.server import DEFAULT_MODEL_NAME, ServerConfig, TritonServer, free_ports  # noqa: E402
+from bertserve.server.default_model import default_model_dir, default_repository  # noqa: E402
 
-DEFAULT_NAME = "all-MiniLM-L6-v2"
+from .corpus import sentences  # noqa: E402
+
+DEFAULT_NAME = DEFAULT_MODEL_NAME
 TOKENS_NAME = "minilm-tokens"
-STREAM_NAME = "minilm-stream"  # one layer, large batches: cheap enough to stream 100,000 sentences in a test
+# The small BERT: cheap enough to stream 100,000 sentences, yet 384 floats a vector (mean and max over 3 layers of
+# 64), so that keeping vectors shows in memory; large batches; not normalised, so client-side normalising shows.
+STREAM_NAME = "tiny-stream"
 _PLAIN_BERT_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
                      "special_tokens_map.json")
+T = TypeVar("T")
+_SERVER_FIXTURES = {"server", "throwaway_server", "repository", "default_home", "variants_repository", "tiny_bert_dir"}
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.server)
+
+
+def server_config(repository: Path, **overrides) -> ServerConfig:
+    """A loopback server on ports free right now."""
+    http, grpc, metrics = free_ports(3)
+    return ServerConfig(repository=repository, http_port=http, grpc_port=grpc, metrics_port=metrics,
+                        host="127.0.0.1", **overrides)
+
+
+def settled(read: Callable[[], T], done: Callable[[T], bool], timeout: float = 10.0) -> T:
+    """Read until `done` holds or `timeout` passes: Triton records a request's statistics just after answering it."""
+    deadline = time.monotonic() + timeout
+    value = read()
+    while not done(value) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        value = read()
+    return value
+
+
+def copy_model(source: Path, target: Path, name: str) -> None:
+    """Copy an exported model (ensemble, tokenizer, encoder) from one repository into another."""
+    for folder in (name, *component_names(name)):
+        shutil.copytree(source / folder, target / folder)
 
 
 @pytest.fixture(scope="session")
@@ -41,20 +83,74 @@ def plain_bert_dir(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 
 @pytest.fixture(scope="session")
-def repository(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One repository, several models: the default, a token-level (pooling none) and a streaming variant."""
+def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small BERT in the layout of Google's converted releases: config.json, vocab.txt, pytorch_model.bin.
+
+    No tokenizer.json, tokenizer_config.json or safetensors: the tokenizer is built from vocab.txt alone.
+    Its WordPiece vocabulary is trained on the test corpus; its weights are seeded random (no small
+    trained BERT ships offline), which is enough to check an export against transformers.
+    """
+    import torch
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("tiny") / "tiny-bert"
+    folder.mkdir()
+    wordpiece = BertWordPieceTokenizer(lowercase=True)
+    wordpiece.train_from_iterator(sentences(240), vocab_size=400, min_frequency=1)
+    wordpiece.save_model(str(folder))
+    config = BertConfig(vocab_size=wordpiece.get_vocab_size(), hidden_size=64, num_hidden_layers=3,
+                        num_attention_heads=4, intermediate_size=128, max_position_embeddings=128)
+    torch.manual_seed(0)
+    config.save_pretrained(folder)
+    torch.save(BertModel(config).state_dict(), folder / "pytorch_model.bin")
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "pytorch_model.bin", "vocab.txt"]
+    return folder
+
+
+@pytest.fixture(scope="session")
+def default_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A BERTSERVE_HOME whose repository holds the default model alone, exported on first use as `serve` does."""
+    home = tmp_path_factory.mktemp("home")
+    default_repository(home)
+    return home
+
+
+@pytest.fixture(scope="session")
+def repository(default_home: Path, minilm_dir: Path, tiny_bert_dir: Path,
+               tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One repository, several models: the default, a token-level one (pooling none), and a cheap one for tests
+    of the client rather than the model (streams, threads)."""
     repo = tmp_path_factory.mktemp("repo") / "repository"
-    export_model(ExportConfig(model_dir=minilm_dir, repository=repo, name=DEFAULT_NAME))
+    repo.mkdir()
+    copy_model(default_home / "repository", repo, DEFAULT_NAME)
     export_model(ExportConfig(model_dir=minilm_dir, repository=repo, name=TOKENS_NAME, pooling=Pooling.NONE,
                               normalize=False, max_seq_len=64))
-    export_model(ExportConfig(model_dir=minilm_dir, repository=repo, name=STREAM_NAME, layers=(-6,),
-                              max_seq_len=16, max_batch_size=256))
+    export_model(ExportConfig(model_dir=tiny_bert_dir, repository=repo, name=STREAM_NAME, pooling=Pooling.MEAN_MAX,
+                              layers=(-3, -2, -1), normalize=False, max_seq_len=16, max_batch_size=256))
+    return repo
+
+
+@pytest.fixture(scope="session")
+def variants_repository(default_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default model and the variants `make bench` measures (int8, a shallow layer, length groups off)."""
+    from perf.bench import Settings, export_models
+
+    repo = tmp_path_factory.mktemp("variants") / "repository"
+    repo.mkdir()
+    copy_model(default_home / "repository", repo, DEFAULT_NAME)
+    export_models(Settings.quick(), repo)
     return repo
 
 
 @pytest.fixture(scope="session")
 def server(repository: Path):
-    http, grpc, metrics = free_ports(3)
-    config = ServerConfig(repository=repository, http_port=http, grpc_port=grpc, metrics_port=metrics, host="127.0.0.1")
-    with TritonServer(config) as triton:
+    with TritonServer(server_config(repository)) as triton:
+        yield triton
+
+
+@pytest.fixture
+def throwaway_server(default_home: Path):
+    """A server of its own on the one-model repository, for a test that stops or breaks it."""
+    with TritonServer(server_config(default_home / "repository")) as triton:
         yield triton

@@ -1,4 +1,4 @@
-"""The `bertserve` command as a user runs it: serve the default model, encode, export."""
+"""The `bertserve` command as a user runs it: serve and stop it, encode, export, status."""
 
 from __future__ import annotations
 
@@ -7,12 +7,17 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
+import pytest
 
+from bertserve import Encoder
+from bertserve.export import ExportConfig, Pooling, export_model
+from bertserve.model_repository.config import parse
 from bertserve.server import free_ports
+
+from .conftest import DEFAULT_NAME
+from .server.test_process import port_free
 
 BERTSERVE = [sys.executable, "-m", "bertserve.cli"]
 
@@ -21,30 +26,52 @@ def _run(*args, **kwargs):
     return subprocess.run([*BERTSERVE, *args], capture_output=True, text=True, timeout=300, **kwargs)
 
 
-def test_serve_with_no_model_exports_and_serves_the_default(tmp_path):
-    http, grpc, metrics = free_ports(3)
-    env = {**os.environ, "BERTSERVE_HOME": str(tmp_path / "home")}
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_serve_prints_its_addresses_serves_the_default_and_stops_cleanly(default_home, stop):
+    http, grpc, metrics = ports = free_ports(3)
+    env = {**os.environ, "BERTSERVE_HOME": str(default_home)}  # the default model, exported there on first use
     serve = subprocess.Popen(
-        [*BERTSERVE, "serve", "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
+        [*BERTSERVE, "serve", "--host", "127.0.0.1", "--http-port", str(http), "--grpc-port", str(grpc),
+         "--metrics-port", str(metrics)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
     try:
-        first_line = serve.stdout.readline()  # blocks until ready (or exit)
-        assert first_line.startswith("bertserve: ready"), first_line + serve.stderr.read()
-        result = _run("encode", "hello world", "--url", f"localhost:{grpc}")
-        assert result.returncode == 0, result.stderr
-        vector = json.loads(result.stdout)
-        assert len(vector) == 384 and all(isinstance(v, float) for v in vector)
-        assert abs(np.linalg.norm(vector) - 1.0) < 1e-5
-    finally:
-        serve.send_signal(signal.SIGINT)
+        banner = [serve.stdout.readline() for _ in range(5)]  # blocks until ready (or exit)
+        assert banner[0] == f"bertserve: ready, serving {default_home / 'repository'}\n", "".join(banner)
+        assert banner[1:4] == [f"  gRPC     127.0.0.1:{grpc}\n", f"  HTTP     http://127.0.0.1:{http}\n",
+                               f"  metrics  http://127.0.0.1:{metrics}/metrics\n"]
+        with Encoder(banner[1].split()[1], timeout=30) as enc:  # the only model served: no name needed
+            vector = enc.encode(["hello world"])[0]
+        assert vector.shape == (384,) and abs(np.linalg.norm(vector) - 1.0) < 1e-5
+        serve.send_signal(stop)
         assert serve.wait(timeout=60) == 0
-    assert (tmp_path / "home" / "repository" / "all-MiniLM-L6-v2" / "bertserve.json").is_file()
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+    assert "bertserve: stopping" in serve.stderr.read()
+    assert all(port_free(port) for port in ports), "a port is still taken after serve stopped"
+
+
+def test_encode_reads_a_file_and_writes_json_lines(server, tmp_path):
+    texts = ["first line", "second line", "a third, longer line of text"]
+    source = tmp_path / "sentences.txt"
+    source.write_text(f"{texts[0]}\n\n{texts[1]}\n   \n{texts[2]}\n")  # blank lines are skipped
+    with Encoder(server.grpc_url, model=DEFAULT_NAME) as enc:
+        want = enc.encode(texts)
+    stdout = _run("encode", "-f", str(source), "--url", server.grpc_url, "--model", DEFAULT_NAME)
+    assert stdout.returncode == 0, stdout.stderr
+    out = tmp_path / "vectors.jsonl"
+    to_file = _run("encode", "-f", str(source), "--url", server.grpc_url, "--model", DEFAULT_NAME, "-o", str(out))
+    assert to_file.returncode == 0 and to_file.stdout == "", to_file.stderr
+    for text in (stdout.stdout, out.read_text()):
+        lines = text.splitlines()
+        assert len(lines) == 3
+        assert np.abs(np.array([json.loads(line) for line in lines]) - want).max() <= 1e-5
 
 
 def test_encode_reads_stdin_and_writes_npy(server, tmp_path):
     out = tmp_path / "vectors.npy"
-    result = _run("encode", "--url", server.http_url, "--model", "all-MiniLM-L6-v2", "-o", str(out),
+    result = _run("encode", "--url", server.http_url, "--model", DEFAULT_NAME, "-o", str(out),
                   input="first line\n\nsecond line\n")
     assert result.returncode == 0, result.stderr
     assert np.load(out).shape == (2, 384)
@@ -58,19 +85,30 @@ def test_encode_reports_an_unreachable_server_clearly():
     assert "Traceback" not in result.stderr
 
 
-def test_export_command_writes_a_self_describing_model(plain_bert_dir, tmp_path):
+def test_export_refuses_an_existing_model_then_overwrite_replaces_it(tiny_bert_dir, tmp_path):
     repo = tmp_path / "repo"
-    result = _run("export", str(plain_bert_dir), "--repository", str(repo), "--name", "plain", "--pooling", "cls",
-                  "--layers=-2,-1", "--max-seq-len", "32")
-    assert result.returncode == 0, result.stderr
-    info = json.loads(result.stdout)
-    assert (info["dim"], info["pooling"], info["layers"], info["max_seq_len"]) == (768, "cls", [-2, -1], 32)
-    assert json.loads((repo / "plain" / "bertserve.json").read_text()) == info
-    again = _run("export", str(plain_bert_dir), "--repository", str(repo), "--name", "plain")
+    export_model(ExportConfig(model_dir=tiny_bert_dir, repository=repo, name="plain", pooling=Pooling.CLS,
+                              max_seq_len=32))
+    encoder_before = (repo / "plain_encoder" / "1" / "model.onnx").read_bytes()
+
+    again = _run("export", str(tiny_bert_dir), "--repository", str(repo), "--name", "plain")
     assert again.returncode == 1 and "already exists; pass --overwrite" in again.stderr
+    assert "exporting" not in again.stderr, "the refusal came after the export work"
+
+    replaced = _run("export", str(tiny_bert_dir), "--repository", str(repo), "--name", "plain", "--pooling", "max",
+                    "--layers=-2,-1", "--max-seq-len", "64", "--overwrite")
+    assert replaced.returncode == 0, replaced.stderr
+    info = json.loads(replaced.stdout)  # the command prints what it wrote, as bertserve.json records it
+    assert (info["dim"], info["pooling"], info["layers"], info["max_seq_len"]) == (128, "max", [-2, -1], 64)
+    assert json.loads((repo / "plain" / "bertserve.json").read_text()) == info
+    tokenizer_config = parse((repo / "plain_tokenizer" / "config.pbtxt").read_text())
+    assert tokenizer_config.parameters["max_seq_len"].string_value == "64"
+    assert (repo / "plain_encoder" / "1" / "model.onnx").read_bytes() != encoder_before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["repo"], "staging folders were left behind"
+    assert sorted(p.name for p in repo.iterdir()) == ["plain", "plain_encoder", "plain_tokenizer"]
 
 
 def test_status_command_prints_the_models(server):
     result = _run("status", "--url", server.grpc_url)
     assert result.returncode == 0, result.stderr
-    assert "Triton 2.51.0" in result.stdout and "all-MiniLM-L6-v2_encoder" in result.stdout
+    assert "Triton 2.51.0" in result.stdout and f"{DEFAULT_NAME}_encoder" in result.stdout

@@ -67,3 +67,16 @@ def test_non_bert_model_is_refused(plain_bert_dir, tmp_path):
     (folder / "config.json").write_text(json.dumps({**config, "model_type": "roberta"}))
     with pytest.raises(ExportError, match="BERT models"):
         plan_export(ExportConfig(model_dir=folder, repository=tmp_path / "repo"))
+
+
+@pytest.mark.parametrize("layers", [(0,), (-7,), (1,)])
+def test_layer_out_of_range_is_a_clear_error(plain_bert_dir, tmp_path, layers):
+    with pytest.raises(ExportError, match="numbered -1 \\(last\\) to -6"):
+        plan_export(ExportConfig(model_dir=plain_bert_dir, repository=tmp_path, layers=layers))
+
+
+@pytest.mark.parametrize("pooling", ["cls", "sep", "cls_pooled"])
+def test_mask_cls_sep_is_refused_where_it_leaves_nothing(pooling, plain_bert_dir, tmp_path):
+    with pytest.raises(ExportError, match="leaves nothing"):
+        plan_export(ExportConfig(model_dir=plain_bert_dir, repository=tmp_path, pooling=Pooling(pooling),
+                                 mask_cls_sep=True))

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from tritonclient.grpc import model_config_pb2 as pb
 
 from bertserve.info import ModelInfo
 from bertserve.model_repository.config import parse
 from bertserve.model_repository.deployment import Backend, Deployment
-from bertserve.model_repository.repository import model_configs
+from bertserve.model_repository.repository import ENCODER_QUEUE_DELAY_US, model_configs
 
 
 def _info(pooling: str = "mean", precision: str = "fp32") -> ModelInfo:
@@ -24,27 +25,61 @@ DEPLOYMENTS = [
 ]
 
 
+def _parameters(config) -> dict[str, str]:
+    return {key: value.string_value for key, value in config.parameters.items()}
+
+
 @pytest.mark.parametrize("deployment", DEPLOYMENTS, ids=lambda d: f"{d.backend.value}-{len(d.gpus)}gpus")
 @pytest.mark.parametrize("pooling", ["mean", "none"])
-def test_configs_round_trip_through_triton_schema(pooling, deployment):
-    for config in model_configs(_info(pooling), deployment):
-        parsed = parse(config.render())
-        assert parsed == config.to_proto()
-        assert parsed.name == config.name and parsed.max_batch_size == 32
+def test_configs_say_what_triton_needs(pooling, deployment):
+    """Parsed back with Triton's schema: batching, ragged inputs, placement and parameters, per backend."""
+    tokenizer, encoder, ensemble = (parse(c.render()) for c in model_configs(_info(pooling), deployment))
+    assert [c.name for c in (tokenizer, encoder, ensemble)] == ["m_tokenizer", "m_encoder", "m"]
+    assert [c.max_batch_size for c in (tokenizer, encoder, ensemble)] == [32, 32, 32]
+    KIND = pb.ModelInstanceGroup.Kind
+
+    assert tokenizer.backend == "python" and tokenizer.HasField("dynamic_batching")
+    assert [(g.count, g.kind) for g in tokenizer.instance_group] == [(1, KIND.KIND_CPU)]
+    assert _parameters(tokenizer) == {"max_seq_len": "128", "cls_token": "[CLS]", "sep_token": "[SEP]",
+                                      "unk_token": "[UNK]"}
+
+    python = deployment.backend is Backend.PYTHON
+    assert (encoder.backend, encoder.platform) == {
+        Backend.PYTHON: ("python", ""), Backend.ONNXRUNTIME: ("", "onnxruntime_onnx"),
+        Backend.TENSORRT: ("", "tensorrt_plan")}[deployment.backend]
+    assert encoder.dynamic_batching.max_queue_delay_microseconds == ENCODER_QUEUE_DELAY_US
+    assert [(t.name, t.data_type, list(t.dims), t.allow_ragged_batch) for t in encoder.input] == [
+        (name, pb.TYPE_INT64, [-1], python) for name in ("input_ids", "attention_mask", "token_type_ids")]
+    assert [(o.name, list(o.dims)) for o in encoder.output] == [("embedding", [-1, 768] if pooling == "none" else [768])]
+    group = encoder.instance_group
+    kind = KIND.KIND_GPU if deployment.gpus or deployment.backend is Backend.TENSORRT else KIND.KIND_AUTO
+    assert [(g.count, g.kind, list(g.gpus)) for g in group] == [(deployment.instances, kind, list(deployment.gpus))]
+    assert _parameters(encoder) == ({"max_padding_ratio": "1.2"} if python else {})
+
+    assert ensemble.platform == "ensemble" and not ensemble.HasField("dynamic_batching")
+    assert {k for k in _parameters(ensemble)} == {f"bertserve.{k}" for k in ModelInfo.__dataclass_fields__}
 
 
-def test_encoder_accepts_ragged_batches_and_batches_dynamically():
-    _, encoder, _ = model_configs(_info())
-    parsed = parse(encoder.render())
-    assert parsed.backend == "python"
-    assert all(tensor.allow_ragged_batch for tensor in parsed.input)
-    assert parsed.dynamic_batching.max_queue_delay_microseconds > 0
-    assert list(parsed.output[0].dims) == [768]
+@pytest.mark.parametrize("pooling", ["mean", "none"])
+def test_ensemble_steps_are_wired_with_matching_tensors(pooling):
+    """Every tensor a step reads exists, with the type and shape its producer gives it; every output is produced."""
+    tokenizer, encoder, ensemble = (parse(c.render()) for c in model_configs(_info(pooling)))
+    models = {c.name: c for c in (tokenizer, encoder)}
+    available = {t.name: (t.data_type, list(t.dims)) for t in ensemble.input}
+    for step in ensemble.ensemble_scheduling.step:
+        model = models[step.model_name]
+        inputs = {t.name: (t.data_type, list(t.dims)) for t in model.input}
+        assert set(step.input_map) == set(inputs)
+        for name, tensor in step.input_map.items():
+            assert available[tensor] == inputs[name], (step.model_name, name)
+        outputs = {t.name: (t.data_type, list(t.dims)) for t in model.output}
+        for name, tensor in step.output_map.items():
+            available[tensor] = outputs[name]
+    assert {t.name: (t.data_type, list(t.dims)) for t in ensemble.output}.items() <= available.items()
 
 
 def test_token_level_model_exposes_mask_and_per_token_vectors():
-    _, encoder, ensemble = model_configs(_info("none"))
-    assert list(parse(encoder.render()).output[0].dims) == [-1, 768]
+    _, _, ensemble = model_configs(_info("none"))
     assert [o.name for o in parse(ensemble.render()).output] == ["embedding", "tokens", "token_count", "attention_mask"]
 
 
@@ -61,10 +96,6 @@ def test_ensemble_records_model_info():
 def test_native_onnxruntime_on_gpus_with_tensorrt_accelerator():
     _, encoder, _ = model_configs(_info(precision="fp16"), DEPLOYMENTS[3])
     parsed = parse(encoder.render())
-    assert parsed.platform == "onnxruntime_onnx" and not parsed.backend
-    assert not any(tensor.allow_ragged_batch for tensor in parsed.input)  # the native backend stacks equal shapes
-    group = parsed.instance_group[0]
-    assert (group.count, list(group.gpus), group.kind) == (3, [1], parsed.instance_group[0].KIND_GPU)
     accelerator = parsed.optimization.execution_accelerators.gpu_execution_accelerator[0]
     assert accelerator.name == "tensorrt" and accelerator.parameters["precision_mode"] == "FP16"
 
@@ -72,14 +103,7 @@ def test_native_onnxruntime_on_gpus_with_tensorrt_accelerator():
 def test_tensorrt_plan_prefers_its_profile_batch_sizes():
     _, encoder, _ = model_configs(_info(), DEPLOYMENTS[4])
     parsed = parse(encoder.render())
-    assert parsed.platform == "tensorrt_plan"
     assert list(parsed.dynamic_batching.preferred_batch_size) == [16, 32]
-    assert parsed.instance_group[0].kind == parsed.instance_group[0].KIND_GPU
-
-
-def test_python_backend_without_gpu_list_goes_where_triton_finds_a_device():
-    _, encoder, _ = model_configs(_info(), Deployment())
-    assert parse(encoder.render()).instance_group[0].kind == parse(encoder.render()).instance_group[0].KIND_AUTO
 
 
 @pytest.mark.parametrize(

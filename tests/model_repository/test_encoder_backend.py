@@ -1,15 +1,17 @@
-"""The encoder backend against a real server: length groups bound padding, and results stay exact."""
+"""The encoder backend against a real server: requests merge, length groups bound padding, results stay exact."""
 
 from __future__ import annotations
 
 import re
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from bertserve import Encoder
 
-from ..conftest import DEFAULT_NAME
+from ..conftest import DEFAULT_NAME, settled
+from ..corpus import sentences
 
 
 def _tokens(server, kind):
@@ -28,3 +30,21 @@ def test_mixed_lengths_run_in_groups_without_changing_results(server):
     assert np.abs(together[0] - alone[0]).max() <= 1e-5 and np.abs(together[1] - alone[1]).max() <= 1e-5
     assert real == 3 + 162 + 3  # [CLS] tiny [SEP] twice, and the long one at 162 tokens
     assert computed == real  # the short rows ran apart from the long one, not padded to 162
+
+
+def _encoder_figures(enc):
+    (encoder,) = [m for m in enc.server_status().models if m.name == f"{DEFAULT_NAME}_encoder"]
+    return encoder.requests, encoder.inferences, encoder.executions
+
+
+def test_dynamic_batcher_merges_concurrent_requests_of_different_lengths(server):
+    texts = sentences(64)  # 1 to 400 words: many different lengths
+    with Encoder(server.grpc_url, model=DEFAULT_NAME) as enc:
+        alone = [enc.encode([text])[0] for text in texts]
+        requests, inferences, executions = _encoder_figures(enc)
+        with ThreadPoolExecutor(16) as pool:
+            together = list(pool.map(lambda text: enc.encode([text])[0], texts))
+        after = settled(lambda: _encoder_figures(enc), lambda figures: figures[0] - requests >= 64)
+    assert (after[0] - requests, after[1] - inferences) == (64, 64)
+    assert after[2] - executions < 64, "concurrent requests of different lengths ran one execution each"
+    assert np.abs(np.stack(together) - np.stack(alone)).max() <= 1e-5

@@ -1,37 +1,85 @@
-"""`python -m perf --quick`: the whole harness runs and writes every artefact. Timing is not checked here."""
+"""`python -m perf --quick` (run in this process): the whole harness runs, and every cell of its table says what
+results.json holds.
+
+Speed is not judged here: quick windows hold a request or two.
+"""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
+import logging
 
-ROOT = Path(__file__).resolve().parents[2]
+from perf.bench import main
+from perf.report import SWEEPS
+
+from .markdown import tables
+
+ST = "sentence-transformers (in-process)"
+SYSTEMS = {ST, "ONNX Runtime (in-process, same graph)", "infinity-emb (server, torch)", "bertserve (perf_analyzer, gRPC)",
+           "bertserve (perf_analyzer, HTTP)", "bertserve (Python SDK, gRPC)", "bertserve (Python SDK, HTTP)",
+           "bertserve (perf_analyzer, gRPC), int8"}
 
 
-def test_quick_bench_writes_results_plots_and_table(tmp_path):
+def _baseline(rows: list[dict], row: dict) -> dict:
+    """The sentence-transformers row a row is compared with: same sweep and setting, else the headline batch 64."""
+    for sweep, setting in [(row["sweep"], row["setting"]), ("headline", "batch 64")]:
+        same = [r for r in rows if (r["system"], r["sweep"], r["setting"]) == (ST, sweep, setting)]
+        if same:
+            return same[0]
+    raise AssertionError(f"no baseline for {row}")
+
+
+def test_quick_bench_table_states_what_it_measured(tmp_path, variants_repository, caplog):
     markdown = tmp_path / "BENCHMARKS.md"
-    result = subprocess.run([sys.executable, "-m", "perf", "--quick", "--out", str(tmp_path), "--markdown", str(markdown)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    with caplog.at_level(logging.INFO):
+        assert main(["--quick", "--out", str(tmp_path), "--markdown", str(markdown),
+                     "--repository", str(variants_repository)]) == 0
+    assert not [r for r in caplog.records if r.name == "bertserve.export"], "the bench exported models it was given"
     data = json.loads((tmp_path / "results.json").read_text())
-    systems = {row["system"] for row in data["rows"]}
-    for expected in ("sentence-transformers (in-process)", "ONNX Runtime (in-process, same graph)",
-                     "infinity-emb (server, torch)", "bertserve (perf_analyzer, gRPC)", "bertserve (perf_analyzer, HTTP)",
-                     "bertserve (Python SDK, gRPC)"):
-        assert expected in systems
-    assert all(row["sentences_per_s"] > 0 for row in data["rows"])
-    assert {"seq_len", "batch", "clients", "layer", "mixed"} <= {row["sweep"] for row in data["rows"]}
+    rows, facts = data["rows"], data["facts"]
+    assert {row["system"] for row in rows if row["sweep"] == "headline"} == SYSTEMS
+    assert {"seq_len", "batch", "clients", "layer", "mixed"} <= {row["sweep"] for row in rows}
+    assert all(row["sentences_per_s"] > 0 and 0 < row["p50_ms"] <= row["p99_ms"] for row in rows)
     for plot in ("headline", "seq_len", "batch", "clients", "layer"):
         assert (tmp_path / f"{plot}.png").stat().st_size > 1000
-    table = markdown.read_text()
-    assert "### Targets" in table and "× sentence-transformers" in table and "## GPU" in table
-    assert 0.99 < data["facts"]["padding_ratio"] <= data["facts"]["padding_ratio_ungrouped"]
+
+    # Each ratio is the row's throughput over its sentence-transformers baseline, measured in the same run.
+    for row in rows:
+        if row["ratio_to_sentence_transformers"] is not None:
+            want = row["sentences_per_s"] / _baseline(rows, row)["sentences_per_s"]
+            assert abs(row["ratio_to_sentence_transformers"] - want) <= 0.002 * want + 0.001, row
+
+    # Every row appears in the table with the figures results.json holds.
+    text = markdown.read_text()
+    headings = {"headline": "Against the alternatives", "mixed": "Mixed-length traffic",
+                **{sweep: title for sweep, (title, _) in SWEEPS.items()}}
+    cells = {(heading, r["system"], r["load"]): r for heading, table in tables(text).items() for r in table
+             if "load" in r}
+    for row in rows:
+        cell = cells[headings[row["sweep"]], row["system"], row["setting"]]
+        assert cell["sentences/s"] == f"{row['sentences_per_s']:,.1f}", row
+        assert cell["p50 ms"] == f"{row['p50_ms']:.2f}" and cell["p99 ms"] == f"{row['p99_ms']:.2f}", row
+        ratio = row["ratio_to_sentence_transformers"]
+        assert cell["× sentence-transformers"] == (f"{ratio:.2f}×" if ratio is not None else
+                                                   "baseline" if row["system"] == ST else ""), row
+
+    # The facts behind the targets come from those rows, and the verdicts follow from the facts.
+    def row_of(system: str, setting: str) -> dict:
+        return next(r for r in rows if r["sweep"] == "headline" and r["system"] == system and r["setting"] == setting)
+
+    pa64 = row_of("bertserve (perf_analyzer, gRPC)", "batch 64")
+    assert abs(facts["batch64_vs_st"] - pa64["ratio_to_sentence_transformers"]) < 0.0006
+    assert abs(facts["concurrent16_vs_batch64"] - row_of("bertserve (perf_analyzer, gRPC)", "16 clients x batch 1")[
+        "sentences_per_s"] / pa64["sentences_per_s"]) < 0.001
+    assert abs(facts["single_p50_ms"] - row_of("bertserve (perf_analyzer, gRPC)", "batch 1")["p50_ms"]) < 0.001
+    targets = {" ".join(r["target"].split(" ")[:2]): r for r in tables(text)["Targets"]}
+    assert targets["batch-64 throughput"]["measured"].startswith(f"{facts['batch64_vs_st']:.2f}×")
+    assert (targets["batch-64 throughput"]["met"] == "yes") == (facts["batch64_vs_st"] >= 1.2)
+    assert targets["mixed-length traffic"]["measured"] == f"{facts['padding_ratio']:.3f}"
+    assert 0.99 < facts["padding_ratio"] <= facts["padding_ratio_ungrouped"]
+
     # The table is a pure function of results.json: re-rendering it measures nothing and changes nothing.
     again = tmp_path / "again" / "BENCHMARKS.md"  # same layout: plots beside the table
-    rerender = subprocess.run([sys.executable, "-m", "perf", "--from-results", str(tmp_path / "results.json"),
-                               "--out", str(again.parent), "--markdown", str(again)],
-                              cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert rerender.returncode == 0, rerender.stderr[-3000:]
-    assert again.read_text() == table
+    assert main(["--from-results", str(tmp_path / "results.json"), "--out", str(again.parent),
+                 "--markdown", str(again)]) == 0
+    assert again.read_text() == text

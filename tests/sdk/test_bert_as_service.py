@@ -13,7 +13,7 @@ import torch
 from bertserve import Encoder, TruncationWarning
 from bertserve.errors import InvalidInputError
 
-from ..conftest import DEFAULT_NAME, STREAM_NAME, TOKENS_NAME
+from ..conftest import DEFAULT_NAME, STREAM_NAME, TOKENS_NAME, settled
 from ..corpus import sentences
 
 
@@ -126,13 +126,25 @@ def test_truncation_warns_by_default_and_refuses_when_asked(encoder):
         encoder.encode(["short", "word " * 254])  # 256 tokens with [CLS]/[SEP]: fits exactly
 
 
-def test_output_list_and_client_side_normalisation(server):
+def test_output_list(server):
     with Encoder(server.grpc_url, model=TOKENS_NAME) as tokens_enc, Encoder(server.grpc_url, model=DEFAULT_NAME) as enc:
         as_list = enc.encode(["hello", "world"], output="list")
         assert isinstance(as_list, list) and len(as_list) == 2 and isinstance(as_list[0][0], float)
         assert np.allclose(np.array(as_list), enc.encode(["hello", "world"]))
         token_lists = tokens_enc.encode(["hello"], output="list")
         assert isinstance(token_lists[0], list) and len(token_lists[0]) == 3
+
+
+def test_client_side_normalisation(server):
+    texts = sentences(20)
+    with Encoder(server.grpc_url, model=STREAM_NAME) as enc:  # a model that does not normalise in its graph
+        raw = enc.encode(texts)
+        unit = enc.encode(texts, normalize=True)
+        unit_list = enc.encode(texts, normalize=True, output="list")
+    norms = np.linalg.norm(raw, axis=1, keepdims=True)
+    assert np.abs(norms - 1).min() > 0.01, "the raw vectors are already unit length; this would prove nothing"
+    assert np.abs(unit - raw / norms).max() <= 1e-6
+    assert np.abs(np.array(unit_list) - unit).max() <= 1e-6
 
 
 @pytest.mark.parametrize(
@@ -154,19 +166,19 @@ def test_bad_options_and_items_are_named(encoder, texts, options, message):
 
 def test_sixteen_threads_share_one_encoder(server):
     texts = sentences(16 * 12)
-    with Encoder(server.grpc_url, model=DEFAULT_NAME) as reference:
+    with Encoder(server.grpc_url, model=STREAM_NAME) as reference:  # a one-layer model: the client is under test
         want = reference.encode(texts)
-    results: dict[int, np.ndarray] = {}
+    results: dict[tuple[int, int], np.ndarray] = {}
     errors = []
-    with Encoder(server.http_url, model=DEFAULT_NAME) as shared:
+    with Encoder(server.http_url, model=STREAM_NAME) as shared:
         def work(t: int) -> None:
             try:
                 mine = texts[t * 12 : (t + 1) * 12]
                 for round_ in range(3):  # each thread calls repeatedly, interleaving with the others
                     if round_ % 2:  # a reversed call must come back reversed, not in some other thread's order
-                        results[t] = shared.encode(mine[::-1])[::-1]
+                        results[t, round_] = shared.encode(mine[::-1])[::-1]
                     else:
-                        results[t] = shared.encode(mine)
+                        results[t, round_] = shared.encode(mine)
             except Exception as exc:  # surfaced below
                 errors.append(exc)
 
@@ -177,7 +189,10 @@ def test_sixteen_threads_share_one_encoder(server):
             thread.join(timeout=120)
         status = shared.status()
     assert not errors
-    assert np.abs(np.concatenate([results[t] for t in range(16)]) - want).max() <= 1e-5
+    assert sorted(results) == [(t, r) for t in range(16) for r in range(3)]
+    for round_ in range(3):
+        got = np.concatenate([results[t, round_] for t in range(16)])
+        assert np.abs(got - want).max() <= 1e-5, f"round {round_} came back wrong"
     assert status.requests == 16 * 3 and status.sentences == 16 * 3 * 12 and status.failures == 0
 
 
@@ -193,21 +208,33 @@ def test_async_encode_matches_encode(encoder):
 
 def test_stream_keeps_order_and_shows_progress_when_asked(server, capsys):
     texts = sentences(300)
-    with Encoder(server.grpc_url, model=DEFAULT_NAME, batch_size=16) as enc:
+    with Encoder(server.grpc_url, model=STREAM_NAME, batch_size=16) as enc:
         streamed = np.stack(list(enc.encode_stream(iter(texts), max_in_flight=3, progress=True)))
         assert np.abs(streamed - enc.encode(texts)).max() <= 1e-5
     assert "encoding: 300sent" in capsys.readouterr().err
 
 
+def _figures(status, name):
+    (model,) = [m for m in status.models if m.name == name]
+    return model.requests, model.inferences, model.executions, model.failures
+
+
 def test_server_and_client_status(server, encoder):
-    encoder.encode(["count me"])
-    status = encoder.server_status()
-    assert status.version == "2.51.0"
-    models = {m.name: m for m in status.models}
-    assert {DEFAULT_NAME, f"{DEFAULT_NAME}_tokenizer", f"{DEFAULT_NAME}_encoder", STREAM_NAME} <= set(models)
-    default = models[DEFAULT_NAME]
-    assert default.ready and default.requests >= 1 and default.inferences >= default.requests
-    assert models[f"{DEFAULT_NAME}_encoder"].compute_ms > 0
-    assert "Triton 2.51.0" in status.table()
+    names = [DEFAULT_NAME, f"{DEFAULT_NAME}_tokenizer", f"{DEFAULT_NAME}_encoder"]
+    before = encoder.server_status()
+    client_before = encoder.status()
+    encoder.encode(["count me", "and me", "and me too"])
     client = encoder.status()
-    assert client.requests >= 1 and client.sentences >= 1 and client.seconds > 0
+    after = settled(encoder.server_status, lambda status: all(
+        _figures(status, name)[0] > _figures(before, name)[0] for name in names))
+
+    assert after.version == "2.51.0" and "Triton 2.51.0" in after.table()
+    models = {m.name: m for m in after.models}
+    assert {*names, STREAM_NAME, TOKENS_NAME} <= set(models) and all(models[n].ready for n in names)
+    for name in names:  # one request of 3 sentences, run once, through each model of the ensemble
+        got = [a - b for a, b in zip(_figures(after, name), _figures(before, name))]
+        assert got == [1, 3, 1, 0], name
+    assert models[f"{DEFAULT_NAME}_encoder"].compute_ms > 0
+    assert (client.requests - client_before.requests, client.sentences - client_before.sentences,
+            client.failures - client_before.failures) == (1, 3, 0)
+    assert client.seconds > client_before.seconds

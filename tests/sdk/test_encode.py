@@ -36,11 +36,13 @@ def test_matches_sentence_transformers(encoder, sentence_transformers_vectors):
     assert np.abs(vectors - sentence_transformers_vectors).max() <= 1e-4
 
 
-def test_large_input_is_split_concurrently_and_keeps_order(server, sentence_transformers_vectors):
+def test_large_input_is_split_concurrently_and_keeps_order(server):
     # 240 inputs in requests of 7: 35 requests, 4 in flight; any reordering shows as a mismatch.
-    with Encoder(server.grpc_url, model=DEFAULT_NAME, batch_size=7, concurrency=4) as enc:
-        vectors = enc.encode(CORPUS)
-    assert np.abs(vectors - sentence_transformers_vectors).max() <= 1e-4
+    with Encoder(server.grpc_url, model=STREAM_NAME) as whole, Encoder(
+            server.grpc_url, model=STREAM_NAME, batch_size=7, concurrency=4) as split:
+        want, vectors = whole.encode(CORPUS), split.encode(CORPUS)
+        assert whole.status().requests == 1 and split.status().requests == 35
+    assert np.abs(vectors - want).max() <= 1e-5
 
 
 def test_info_reports_the_served_model(encoder):
@@ -60,7 +62,7 @@ def test_model_must_be_named_when_several_are_served(server):
 
 def test_unknown_model_names_what_to_do(server):
     with Encoder(server.grpc_url, model="nope") as enc, pytest.raises(
-        ModelNotFoundError, match=r"does not serve a ready model 'nope'; it serves \['all-MiniLM-L6-v2', 'minilm-stream', 'minilm-tokens'\]"
+        ModelNotFoundError, match=r"does not serve a ready model 'nope'; it serves \['all-MiniLM-L6-v2', 'minilm-tokens', 'tiny-stream'\]"
     ):
         enc.encode(["hello"])
 

@@ -9,7 +9,6 @@ import pytest
 
 from bertserve import Encoder
 from bertserve.errors import RequestTimeoutError, ServerUnavailableError
-
 from bertserve.server import free_ports
 
 
@@ -27,7 +26,7 @@ def test_silent_server_times_out(scheme, silent_port):
     with Encoder(f"{scheme}://127.0.0.1:{silent_port}", timeout=2) as enc:
         with pytest.raises(RequestTimeoutError, match="did not answer within the timeout"):
             enc.encode(["hello"])
-    assert time.monotonic() - started < 20
+    assert time.monotonic() - started < 5
 
 
 @pytest.mark.parametrize("scheme", ["grpc", "http"])
@@ -38,15 +37,10 @@ def test_nothing_listening_names_the_address(scheme):
             enc.encode(["hello"])
 
 
-def test_stopped_server_raises_within_the_timeout_after_retrying(repository):
-    from bertserve.server import ServerConfig, TritonServer
-
-    http, grpc, metrics = free_ports(3)
-    server = TritonServer(ServerConfig(repository=repository, http_port=http, grpc_port=grpc, metrics_port=metrics,
-                                       host="127.0.0.1"))
-    with server, Encoder(server.grpc_url, model="all-MiniLM-L6-v2", timeout=5) as enc:
+def test_stopped_server_raises_within_the_timeout_after_retrying(throwaway_server):
+    with Encoder(throwaway_server.grpc_url, model="all-MiniLM-L6-v2", timeout=5) as enc:
         assert enc.encode(["up"]).shape == (1, 384)
-        server.stop()
+        throwaway_server.stop()
         started = time.monotonic()
         with pytest.raises(ServerUnavailableError, match="could not reach a Triton server"):
             enc.encode(["down"])

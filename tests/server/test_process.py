@@ -1,32 +1,41 @@
-"""The tritonserver process: refusals before start, clean stop, and readiness."""
+"""The tritonserver process: refusals before start, readiness, and a clean stop that frees its ports."""
 
 from __future__ import annotations
 
 import socket
+import time
 import urllib.request
 
 import pytest
 
 from bertserve.errors import ServerStartError
 from bertserve.export import Backend, Deployment, ExportConfig, export_model
-from bertserve.server import ServerConfig, TritonServer
+from bertserve.server import TritonServer
 
-from bertserve.server import free_ports
+from ..conftest import server_config
 
 
-def _config(repository, **overrides):
-    http, grpc, metrics = free_ports(3)
-    return ServerConfig(repository=repository, http_port=http, grpc_port=grpc, metrics_port=metrics,
-                        host="127.0.0.1", **overrides)
+def port_free(port: int) -> bool:
+    """Nothing listens on `port`, and a new server can bind it (with SO_REUSEADDR, as tritonserver does)."""
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            return False
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def test_missing_repository_is_refused(tmp_path):
     with pytest.raises(ServerStartError, match="does not exist; export a model first"):
-        TritonServer(_config(tmp_path / "nowhere")).start()
+        TritonServer(server_config(tmp_path / "nowhere")).start()
 
 
-def test_busy_port_is_refused_with_the_option_to_change(repository):
-    config = _config(repository)
+def test_busy_port_is_refused_with_the_option_to_change(tmp_path):
+    config = server_config(tmp_path)
     with socket.socket() as blocker:
         blocker.bind(("127.0.0.1", config.grpc_port))
         blocker.listen()
@@ -34,31 +43,34 @@ def test_busy_port_is_refused_with_the_option_to_change(repository):
             TritonServer(config).start()
 
 
+@pytest.mark.server
 def test_broken_model_fails_start_with_the_server_log(tmp_path):
     broken = tmp_path / "repo" / "broken"
     (broken / "1").mkdir(parents=True)
     (broken / "config.pbtxt").write_text('backend: "python"\nmax_batch_size: 1\n')
     (broken / "1" / "model.py").write_text("raise RuntimeError('model failed to import')\n")
     with pytest.raises(ServerStartError, match="model failed to import"):
-        TritonServer(_config(tmp_path / "repo", startup_timeout=120)).start()
+        TritonServer(server_config(tmp_path / "repo", startup_timeout=120)).start()
 
 
-def test_start_ready_stop(repository):
-    server = TritonServer(_config(repository))
-    with server:
-        assert server.is_alive() and server.is_ready()
-        with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
-            assert b"nv_inference_request_success" in response.read()
-        process = server._process
-    assert not server.is_alive()
-    assert process.returncode is not None
-    assert not server.is_ready()
+def test_ready_then_a_clean_stop_within_the_grace_period(throwaway_server):
+    server = throwaway_server
+    assert server.is_alive() and server.is_ready()
+    with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
+        assert b"nv_inference_request_success" in response.read()
+    process = server._process
+    started = time.monotonic()
+    server.stop()
+    assert time.monotonic() - started < server.config.stop_timeout
+    assert process.returncode == 0, "tritonserver was killed or failed instead of stopping cleanly"
+    assert not server.is_alive() and not server.is_ready()
+    assert all(port_free(port) for port in server.config.ports.values())
 
 
-def test_repository_needing_a_native_backend_is_refused_by_name(plain_bert_dir, tmp_path):
+def test_repository_needing_a_native_backend_is_refused_by_name(tiny_bert_dir, tmp_path):
     repo = tmp_path / "repo"
-    export_model(ExportConfig(model_dir=plain_bert_dir, repository=repo, name="native", max_seq_len=32,
+    export_model(ExportConfig(model_dir=tiny_bert_dir, repository=repo, name="native",
                               deployment=Deployment(Backend.ONNXRUNTIME)))
     with pytest.raises(ServerStartError, match="model 'native_encoder' needs Triton's 'onnxruntime_onnx' backend.*"
                                                "--backend python.*docker compose up"):
-        TritonServer(_config(repo)).start()
+        TritonServer(server_config(repo)).start()
