@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
+import time
+from typing import IO
 
 import numpy as np
 import pytest
@@ -26,6 +30,31 @@ def _run(*args, **kwargs):
     return subprocess.run([*BERTSERVE, *args], capture_output=True, text=True, timeout=300, **kwargs)
 
 
+def _lines_until(stream: IO[str], last: str, timeout: float) -> list[str]:
+    """Lines of `stream` up to one starting with `last`; fewer if the stream ends or `timeout` passes first."""
+    lines: queue.Queue = queue.Queue()
+
+    def read() -> None:
+        for line in stream:
+            lines.put(line)
+            if line.startswith(last):
+                break
+        lines.put("")  # the end
+
+    threading.Thread(target=read, daemon=True).start()
+    deadline, got = time.monotonic() + timeout, []
+    while True:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            return got
+        if not line:
+            return got
+        got.append(line)
+        if line.startswith(last):
+            return got
+
+
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_serve_prints_its_addresses_serves_the_default_and_stops_cleanly(default_home, stop):
     http, grpc, metrics = ports = free_ports(3)
@@ -34,12 +63,14 @@ def test_serve_prints_its_addresses_serves_the_default_and_stops_cleanly(default
         [*BERTSERVE, "serve", "--host", "127.0.0.1", "--http-port", str(http), "--grpc-port", str(grpc),
          "--metrics-port", str(metrics)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        # A background job may inherit SIGINT ignored (Python then keeps ignoring it): give serve the default.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
-        banner = [serve.stdout.readline() for _ in range(5)]  # blocks until ready (or exit)
-        assert banner[0] == f"bertserve: ready, serving {default_home / 'repository'}\n", "".join(banner)
-        assert banner[1:4] == [f"  gRPC     127.0.0.1:{grpc}\n", f"  HTTP     http://127.0.0.1:{http}\n",
-                               f"  metrics  http://127.0.0.1:{metrics}/metrics\n"]
+        banner = _lines_until(serve.stdout, "Press Ctrl-C", timeout=120)
+        assert banner and banner[0] == f"bertserve: ready, serving {default_home / 'repository'}\n", "".join(banner)
+        assert banner[1:] == [f"  gRPC     127.0.0.1:{grpc}\n", f"  HTTP     http://127.0.0.1:{http}\n",
+                              f"  metrics  http://127.0.0.1:{metrics}/metrics\n", "Press Ctrl-C to stop.\n"]
         with Encoder(banner[1].split()[1], timeout=30) as enc:  # the only model served: no name needed
             vector = enc.encode(["hello world"])[0]
         assert vector.shape == (384,) and abs(np.linalg.norm(vector) - 1.0) < 1e-5
