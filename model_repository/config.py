@@ -24,6 +24,10 @@ class TensorSpec:
 class DynamicBatching:
     max_queue_delay_microseconds: int = 0
     preferred_batch_sizes: tuple[int, ...] = ()
+    # Backpressure: beyond max_queue_size waiting requests, or after queue_timeout_microseconds waiting,
+    # a request is turned away at once (HTTP 503, gRPC UNAVAILABLE) instead of waiting without bound.
+    max_queue_size: int = 0  # 0: unbounded
+    queue_timeout_microseconds: int = 0  # 0: none
 
 
 @dataclass(frozen=True)
@@ -84,8 +88,15 @@ class ModelConfig:
                 gpus=list(self.instance_group.gpus),
             )
         if self.dynamic_batching:
-            config.dynamic_batching.max_queue_delay_microseconds = self.dynamic_batching.max_queue_delay_microseconds
-            config.dynamic_batching.preferred_batch_size.extend(self.dynamic_batching.preferred_batch_sizes)
+            batching = self.dynamic_batching
+            config.dynamic_batching.max_queue_delay_microseconds = batching.max_queue_delay_microseconds
+            config.dynamic_batching.preferred_batch_size.extend(batching.preferred_batch_sizes)
+            if batching.max_queue_size or batching.queue_timeout_microseconds:
+                policy = config.dynamic_batching.default_queue_policy
+                policy.max_queue_size = batching.max_queue_size
+                policy.default_timeout_microseconds = batching.queue_timeout_microseconds
+                policy.timeout_action = pb.ModelQueuePolicy.REJECT
+                policy.allow_timeout_override = True
         if self.tensorrt_accelerator:
             accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
             accelerator.parameters["precision_mode"] = self.tensorrt_accelerator

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from bertserve import contract
+
 
 class Backend(str, Enum):
     """The Triton backend that runs the encoder."""
@@ -43,6 +45,13 @@ class Deployment:
     # Python backend only: rows of a batch run in length groups padded to at most this many
     # computed tokens per real token (a large value runs each batch as one padded block).
     max_padding_ratio: float = 1.2
+    # Backpressure, per model (tokenizer and encoder): requests beyond this many waiting, or waiting longer
+    # than queue_timeout seconds, are turned away at once as "busy"; the SDK retries them with backoff.
+    # 0 turns either bound off.
+    max_queue_size: int = contract.DEFAULT_MAX_QUEUE_SIZE
+    queue_timeout: float = contract.DEFAULT_QUEUE_TIMEOUT
+    # The most bytes of text one request may carry; the tokenizer refuses more (HTTP 400), naming the limit.
+    max_request_bytes: int = contract.DEFAULT_MAX_REQUEST_BYTES
 
     def __post_init__(self) -> None:
         if self.instances < 1:
@@ -53,6 +62,10 @@ class Deployment:
             raise ValueError("the TensorRT accelerator applies to the onnxruntime backend only")
         if self.max_padding_ratio < 1:
             raise ValueError(f"max_padding_ratio is at least 1 (no padding), got {self.max_padding_ratio}")
+        if self.max_queue_size < 0 or self.queue_timeout < 0:
+            raise ValueError("max_queue_size and queue_timeout are 0 (no bound) or more")
+        if self.max_request_bytes < 1:
+            raise ValueError(f"max_request_bytes must be at least 1, got {self.max_request_bytes}")
 
     @property
     def instance_kind(self) -> str:

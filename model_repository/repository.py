@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from bertserve import contract
 from bertserve.errors import ExportError
 from bertserve.info import ModelInfo
 
@@ -54,6 +55,8 @@ def model_configs(
 ) -> tuple[ModelConfig, ModelConfig, ModelConfig]:
     """The tokenizer, encoder and ensemble configurations for `info`, served as `deployment` says."""
     tokenizer_name, encoder_name = component_names(info.name)
+    queue_bounds = {"max_queue_size": deployment.max_queue_size,
+                    "queue_timeout_microseconds": int(deployment.queue_timeout * 1_000_000)}
     tokens = tuple(TensorSpec(n, "TYPE_INT64", (-1,)) for n in TOKEN_TENSORS)
     embedding = TensorSpec("embedding", "TYPE_FP32", (-1, info.dim) if info.token_level else (info.dim,))
     tokenizer = ModelConfig(
@@ -63,9 +66,10 @@ def model_configs(
         inputs=TEXT_INPUTS,
         outputs=tokens + TOKEN_INFO,
         instance_group=InstanceGroup(1, "KIND_CPU"),
-        dynamic_batching=DynamicBatching(),
+        dynamic_batching=DynamicBatching(**queue_bounds),
         parameters={
             "max_seq_len": str(info.max_seq_len),
+            contract.MAX_REQUEST_BYTES: str(deployment.max_request_bytes),
             "cls_token": special_tokens.cls,
             "sep_token": special_tokens.sep,
             "unk_token": special_tokens.unk,
@@ -86,6 +90,7 @@ def model_configs(
             ENCODER_QUEUE_DELAY_US,
             # A TensorRT engine is tuned for its profile's batch sizes; elsewhere preferred sizes only add delay.
             tensorrt_batch_sizes(info.max_batch_size) if deployment.backend is Backend.TENSORRT else (),
+            **queue_bounds,
         ),
         tensorrt_accelerator=("FP16" if info.precision == "fp16" else "FP32") if deployment.tensorrt_accelerator else None,
         parameters={"max_padding_ratio": str(deployment.max_padding_ratio)} if python else {},

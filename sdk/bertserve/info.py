@@ -14,7 +14,7 @@ from typing import Any, Mapping
 from .errors import ModelNotFoundError
 
 _PREFIX = "bertserve."
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: token_count may be contract.NOT_COUNTED; queue bounds; 4xx errors
 
 
 @dataclass(frozen=True)

@@ -40,8 +40,13 @@ def test_configs_say_what_triton_needs(pooling, deployment):
 
     assert tokenizer.backend == "python" and tokenizer.HasField("dynamic_batching")
     assert [(g.count, g.kind) for g in tokenizer.instance_group] == [(1, KIND.KIND_CPU)]
-    assert _parameters(tokenizer) == {"max_seq_len": "128", "cls_token": "[CLS]", "sep_token": "[SEP]",
-                                      "unk_token": "[UNK]"}
+    assert _parameters(tokenizer) == {"max_seq_len": "128", "max_request_bytes": str(32 << 20), "cls_token": "[CLS]",
+                                      "sep_token": "[SEP]", "unk_token": "[UNK]"}
+    # Backpressure on both steps: a full queue or a long wait turns a request away at once.
+    for config in (tokenizer, encoder):
+        policy = config.dynamic_batching.default_queue_policy
+        assert (policy.max_queue_size, policy.default_timeout_microseconds, policy.timeout_action,
+                policy.allow_timeout_override) == (512, 10_000_000, pb.ModelQueuePolicy.REJECT, True)
 
     python = deployment.backend is Backend.PYTHON
     assert (encoder.backend, encoder.platform) == {
@@ -109,7 +114,7 @@ def test_tensorrt_plan_prefers_its_profile_batch_sizes():
 @pytest.mark.parametrize(
     "options",
     [{"instances": 0}, {"gpus": (-1,)}, {"backend": Backend.PYTHON, "tensorrt_accelerator": True},
-     {"max_padding_ratio": 0.5}],
+     {"max_padding_ratio": 0.5}, {"max_queue_size": -1}, {"queue_timeout": -1.0}, {"max_request_bytes": 0}],
 )
 def test_bad_deployments_are_refused(options):
     with pytest.raises(ValueError):
@@ -130,3 +135,10 @@ def test_length_grouping_is_a_python_backend_parameter():
     _, native_encoder, _ = model_configs(_info(), Deployment(Backend.ONNXRUNTIME))
     assert parse(python_encoder.render()).parameters["max_padding_ratio"].string_value == "1.5"
     assert "max_padding_ratio" not in parse(native_encoder.render()).parameters
+
+
+def test_queue_bounds_can_be_turned_off():
+    tokenizer, encoder, _ = (parse(c.render()) for c in model_configs(_info(), Deployment(max_queue_size=0,
+                                                                                           queue_timeout=0)))
+    assert not tokenizer.dynamic_batching.HasField("default_queue_policy")
+    assert not encoder.dynamic_batching.HasField("default_queue_policy")

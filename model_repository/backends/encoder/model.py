@@ -17,6 +17,8 @@ import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
+from bertserve.model_repository.backends.failures import answer_failure
+
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 DEFAULT_MAX_PADDING_RATIO = 1.2
 
@@ -69,6 +71,12 @@ class TritonPythonModel:
         pb_utils.Logger.log_info(f"encoder running on {self.session.get_providers()[0]}")
 
     def execute(self, requests):
+        try:
+            return self._execute(requests)
+        except Exception:
+            return answer_failure(requests, "encoder")
+
+    def _execute(self, requests):
         per_request = [
             {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in INPUTS}
             for request in requests

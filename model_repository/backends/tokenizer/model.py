@@ -8,16 +8,26 @@ before truncation, so clients can warn about or refuse truncated input.
 
 All requests of a batch are tokenised in one fast-tokenizer call; each request
 gets its rows back, padded only to its own longest item. A request with bad
-text gets an error response that names the item; the others in the batch are
-served normally.
+text gets an invalid-argument error (HTTP 400) that names the item; the others
+in the batch are served normally.
+
+Work per item is bounded: text beyond a character budget that covers
+max_seq_len tokens is cut before tokenizing, and its count reported as
+`contract.NOT_COUNTED` ("longer than max_seq_len").
 """
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from tokenizers import Tokenizer
+
+from bertserve import contract
+from bertserve.model_repository.backends.failures import answer_failure
+
+_LAST_SPACE = re.compile(r"\s\S*\Z")
 
 
 def _decode(raw, index, what="text"):
@@ -35,22 +45,43 @@ def _optional(request, name):
     return None if tensor is None else tensor.as_numpy().reshape(-1)
 
 
+def _segment_without_tokens(type_ids, pair):
+    """Whether a segment kept no token but [CLS] and [SEP] (its text was only characters the tokenizer drops)."""
+    second = sum(type_ids)  # the second segment and its [SEP] have type id 1
+    first = len(type_ids) - second
+    return first <= 2 or (pair and second <= 1)
+
+
+def _cut(text, budget):
+    """`text` within `budget` characters, cut after a whole word where one ends in the second half."""
+    if len(text) <= budget:
+        return text
+    head = text[:budget]
+    space = _LAST_SPACE.search(head)
+    return head[: space.start()] if space and space.start() > budget // 2 else head
+
+
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         path = str(Path(args["model_repository"]) / args["model_version"] / "tokenizer.json")
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path} is missing; export the model again (bertserve export --overwrite)")
         self.tokenizer = Tokenizer.from_file(path)
         self.tokenizer.no_padding()
         self.counter = Tokenizer.from_file(path)  # no truncation: counts the tokens of over-long input
         self.counter.no_padding()
         self.counter.no_truncation()
         self.max_len = int(params["max_seq_len"])
+        self.budget = contract.char_budget(self.max_len)
+        self.max_request_bytes = int(params.get(contract.MAX_REQUEST_BYTES, contract.DEFAULT_MAX_REQUEST_BYTES))
         self.cls, self.sep, self.unk = params["cls_token"], params["sep_token"], params["unk_token"]
         self.vocab = self.tokenizer.get_vocab()
 
     def _item(self, index, raw_text, raw_pair, tokenized):
-        """One item as what to tokenise: a string, a (first, second) pair, or a list of given tokens."""
+        """One item as what to tokenise (a string, a (first, second) pair, or a list of given tokens),
+        and whether text was cut to the character budget."""
         text = _decode(raw_text, index)
         if tokenized:
             try:
@@ -59,11 +90,18 @@ class TritonPythonModel:
                 tokens = None
             if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) and t for t in tokens):
                 raise ValueError(f"input item {index} is marked is_tokenized but is not a JSON list of non-empty tokens")
-            return tokens
+            return tokens, False
         pair = _decode(raw_pair, index, "text_pair") if raw_pair is not None else ""
         if not text.strip() or (raw_pair is not None and pair and not pair.strip()):
             raise ValueError(f"input item {index} is an empty string; send non-empty text")
-        return (text, pair) if pair else text
+        first, second = _cut(text, self.budget), _cut(pair, self.budget)
+        return ((first, second) if pair else first), len(first) < len(text) or len(second) < len(pair)
+
+    def _check_size(self, texts, pairs):
+        size = sum(len(raw) for raw in texts) + (sum(len(raw) for raw in pairs) if pairs is not None else 0)
+        if size > self.max_request_bytes:
+            raise ValueError(f"the request carries {size:,} bytes of text, over the limit of {self.max_request_bytes:,} "
+                             f"({contract.MAX_REQUEST_BYTES}); send fewer or shorter items per request")
 
     def _given_tokens(self, tokens):
         """bert-as-service's is_tokenized: tokens used as they are, never re-split."""
@@ -72,12 +110,19 @@ class TritonPythonModel:
         return [self.vocab[t] for t in seen], seen, len(tokens) + 2
 
     def execute(self, requests):
+        try:
+            return self._execute(requests)
+        except Exception:
+            return answer_failure(requests, "tokenizer")
+
+    def _execute(self, requests):
         items, problems = [], {}
         for r, request in enumerate(requests):
             texts = pb_utils.get_input_tensor_by_name(request, "text").as_numpy().reshape(-1)
             pairs = _optional(request, "text_pair")
             flags = _optional(request, "is_tokenized")
             try:
+                self._check_size(texts, pairs)
                 items.append([
                     self._item(i, text, None if pairs is None else pairs[i], bool(flags[i]) if flags is not None else False)
                     for i, text in enumerate(texts)
@@ -86,28 +131,33 @@ class TritonPythonModel:
                 problems[r] = str(exc)
                 items.append([])
 
-        flat = [item for request_items in items for item in request_items]
-        to_encode = [item for item in flat if not isinstance(item, list)]
-        encoded = iter(self.tokenizer.encode_batch(to_encode))
+        flat = [(r, i, item, cut) for r, request_items in enumerate(items) for i, (item, cut) in enumerate(request_items)]
+        encoded = iter(self.tokenizer.encode_batch([item for _, _, item, _ in flat if not isinstance(item, list)]))
         rows = []  # (ids, tokens, type_ids, untruncated count) per item
-        for item in flat:
+        for r, i, item, cut in flat:
             if isinstance(item, list):
                 ids, tokens, count = self._given_tokens(item)
                 rows.append((ids, tokens, [0] * len(ids), count))
                 continue
             encoding = next(encoded)
+            if _segment_without_tokens(encoding.type_ids, isinstance(item, tuple)):
+                problems.setdefault(r, f"input item {i} has no text the tokenizer keeps (only whitespace, control or "
+                                       "format characters); send text")
             count = len(encoding.ids)
-            if encoding.overflowing:
+            if cut:
+                count = contract.NOT_COUNTED
+            elif encoding.overflowing:
                 count = len(self.counter.encode(*item).ids if isinstance(item, tuple) else self.counter.encode(item).ids)
             rows.append((encoding.ids, encoding.tokens, encoding.type_ids, count))
 
         responses, start = [], 0
         for r, request_items in enumerate(items):
-            if r in problems:
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(problems[r])))
-                continue
             mine = rows[start : start + len(request_items)]
             start += len(request_items)
+            if r in problems:
+                error = pb_utils.TritonError(problems[r], pb_utils.TritonError.INVALID_ARG)
+                responses.append(pb_utils.InferenceResponse(error=error))
+                continue
             width = max(len(ids) for ids, _, _, _ in mine)
             arrays = {
                 "input_ids": np.zeros((len(mine), width), np.int64),

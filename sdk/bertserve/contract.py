@@ -1,0 +1,28 @@
+"""What the SDK, the exporter and the Triton backends must agree on, across processes.
+
+Importable without numpy or torch: the backends running inside tritonserver import it too.
+"""
+
+# An item longer than its character budget is cut before tokenizing and its tokens are not counted:
+# its token_count is NOT_COUNTED, meaning "longer than max_seq_len". The budget covers max_seq_len
+# tokens unless the text averages more characters per token than WordPiece's longest word (100).
+CHARS_PER_TOKEN = 100
+NOT_COUNTED = -1
+
+# Tokenizer model parameter: the most bytes of text (all items, both segments) one request may carry.
+MAX_REQUEST_BYTES = "max_request_bytes"
+DEFAULT_MAX_REQUEST_BYTES = 32 << 20
+
+# Backpressure defaults, per model: 512 waiting requests let 256 concurrent single-sentence clients through.
+DEFAULT_MAX_QUEUE_SIZE = 512
+DEFAULT_QUEUE_TIMEOUT = 10.0  # seconds
+
+# Request headers. Triton's restricted gRPC protocols read headers under a fixed prefix.
+API_KEY_HEADER = "authorization"
+ADMIN_KEY_HEADER = "bertserve-admin-key"
+GRPC_RESTRICTED_PREFIX = "triton-grpc-protocol-"
+
+
+def char_budget(max_seq_len: int) -> int:
+    """Characters of one item that are tokenized at most."""
+    return max_seq_len * CHARS_PER_TOKEN
