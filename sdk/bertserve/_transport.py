@@ -10,16 +10,19 @@ from __future__ import annotations
 import socket
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Protocol
+from typing import Any, Iterator, Optional, Protocol
 from urllib.parse import urlsplit
 
 import numpy as np
 
+from . import contract
 from .errors import (
+    AuthenticationError,
     BertserveError,
     InvalidInputError,
     ModelNotFoundError,
     RequestTimeoutError,
+    ServerBusyError,
     ServerError,
     ServerUnavailableError,
 )
@@ -65,10 +68,30 @@ def parse_address(url: str, protocol: str | None = None) -> Address:
     return Address(scheme, parts.hostname, port)
 
 
+@dataclass(frozen=True)
+class Keys:
+    """What a restricted server asks for: the inference API key, and the admin key for admin APIs."""
+
+    api_key: Optional[str] = None
+    admin_key: Optional[str] = None
+
+    def headers(self, protocol: str) -> dict[str, str]:
+        headers = {}
+        if self.api_key:
+            headers[contract.API_KEY_HEADER] = f"Bearer {self.api_key}"
+        if self.admin_key:
+            headers[contract.ADMIN_KEY_HEADER] = self.admin_key
+        # Triton's restricted gRPC protocols read their headers under a prefix; HTTP takes them as they are.
+        prefix = contract.GRPC_RESTRICTED_PREFIX if protocol == "grpc" else ""
+        return {prefix + name: value for name, value in headers.items()}
+
+
 class Transport(Protocol):
     address: Address
 
     def server_ready(self) -> bool: ...
+
+    def model_ready(self, model: str) -> bool: ...
 
     def model_config(self, model: str) -> dict[str, Any]: ...
 
@@ -83,10 +106,10 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
-def open_transport(address: Address, timeout: float) -> Transport:
+def open_transport(address: Address, timeout: float, keys: Keys = Keys()) -> Transport:
     if address.protocol == "grpc":
-        return _GrpcTransport(address, timeout)
-    return _HttpTransport(address, timeout)
+        return _GrpcTransport(address, timeout, keys)
+    return _HttpTransport(address, timeout, keys)
 
 
 def _input_tensors(module: Any, inputs: dict[str, np.ndarray]) -> list[Any]:
@@ -100,42 +123,47 @@ def _input_tensors(module: Any, inputs: dict[str, np.ndarray]) -> list[Any]:
 
 
 class _GrpcTransport:
-    def __init__(self, address: Address, timeout: float) -> None:
+    def __init__(self, address: Address, timeout: float, keys: Keys) -> None:
         import tritonclient.grpc as grpcclient
 
         self._mod = grpcclient
         self.address = address
         self._timeout = timeout
+        self._headers = keys.headers("grpc")
         self._client = grpcclient.InferenceServerClient(address.hostport)
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self._client, method)(*args, headers=self._headers, client_timeout=self._timeout, **kwargs)
 
     def server_ready(self) -> bool:
         with _translated(self.address):
-            return self._client.is_server_ready(client_timeout=self._timeout)
+            return self._call("is_server_ready")
+
+    def model_ready(self, model: str) -> bool:
+        with _translated(self.address, model):
+            return self._call("is_model_ready", model)
 
     def model_config(self, model: str) -> dict[str, Any]:
         with _translated(self.address, model):
-            return self._client.get_model_config(model, as_json=True, client_timeout=self._timeout)["config"]
+            return self._call("get_model_config", model, as_json=True)["config"]
 
     def model_index(self) -> list[dict[str, Any]]:
         with _translated(self.address):
-            index = self._client.get_model_repository_index(as_json=True, client_timeout=self._timeout)
-        return index.get("models", [])
+            return self._call("get_model_repository_index", as_json=True).get("models", [])
 
     def infer(self, model: str, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         requested = [self._mod.InferRequestedOutput(name) for name in outputs]
         with _translated(self.address, model):
-            result = self._client.infer(
-                model, _input_tensors(self._mod, inputs), outputs=requested, client_timeout=self._timeout
-            )
+            result = self._call("infer", model, _input_tensors(self._mod, inputs), outputs=requested)
         return {name: result.as_numpy(name) for name in outputs}
 
     def server_metadata(self) -> dict[str, Any]:
         with _translated(self.address):
-            return self._client.get_server_metadata(as_json=True, client_timeout=self._timeout)
+            return self._call("get_server_metadata", as_json=True)
 
     def statistics(self) -> list[dict[str, Any]]:
         with _translated(self.address):
-            stats = self._client.get_inference_statistics(as_json=True, client_timeout=self._timeout)
+            stats = self._call("get_inference_statistics", as_json=True)
         return stats.get("model_stats", [])
 
     def close(self) -> None:
@@ -143,40 +171,48 @@ class _GrpcTransport:
 
 
 class _HttpTransport:
-    def __init__(self, address: Address, timeout: float) -> None:
+    def __init__(self, address: Address, timeout: float, keys: Keys) -> None:
         import tritonclient.http as httpclient
 
         self._mod = httpclient
         self.address = address
+        self._headers = keys.headers("http")
         self._client = httpclient.InferenceServerClient(
             address.hostport, connection_timeout=timeout, network_timeout=timeout
         )
 
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self._client, method)(*args, headers=self._headers, **kwargs)
+
     def server_ready(self) -> bool:
         with _translated(self.address):
-            return self._client.is_server_ready()
+            return self._call("is_server_ready")
+
+    def model_ready(self, model: str) -> bool:
+        with _translated(self.address, model):
+            return self._call("is_model_ready", model)
 
     def model_config(self, model: str) -> dict[str, Any]:
         with _translated(self.address, model):
-            return self._client.get_model_config(model)
+            return self._call("get_model_config", model)
 
     def model_index(self) -> list[dict[str, Any]]:
         with _translated(self.address):
-            return self._client.get_model_repository_index()
+            return self._call("get_model_repository_index")
 
     def infer(self, model: str, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         requested = [self._mod.InferRequestedOutput(name, binary_data=True) for name in outputs]
         with _translated(self.address, model):
-            result = self._client.infer(model, _input_tensors(self._mod, inputs), outputs=requested)
+            result = self._call("infer", model, _input_tensors(self._mod, inputs), outputs=requested)
         return {name: result.as_numpy(name) for name in outputs}
 
     def server_metadata(self) -> dict[str, Any]:
         with _translated(self.address):
-            return self._client.get_server_metadata()
+            return self._call("get_server_metadata")
 
     def statistics(self) -> list[dict[str, Any]]:
         with _translated(self.address):
-            return self._client.get_inference_statistics().get("model_stats", [])
+            return self._call("get_inference_statistics").get("model_stats", [])
 
     def close(self) -> None:
         try:
@@ -200,6 +236,11 @@ def _translated(address: Address, model: str | None = None) -> Iterator[None]:
         raise
 
 
+# Triton's words for a restricted API, a full queue and a request timed out in the queue.
+_RESTRICTED = "is restricted, expecting header"
+_BUSY = ("Exceeds maximum queue size", "Request timeout expired")
+
+
 def translate_error(exc: Exception, address: Address, model: str | None) -> BertserveError:
     from tritonclient.utils import InferenceServerException
 
@@ -215,11 +256,30 @@ def translate_error(exc: Exception, address: Address, model: str | None) -> Bert
     if isinstance(exc, InferenceServerException):
         status = str(exc.status() or "")
         message = exc.message() or str(exc)
+        if _RESTRICTED in message:
+            return _restricted(address, message)
+        if any(words in message for words in _BUSY):
+            return ServerBusyError(f"{address} is at capacity and turned the request away ({message}); "
+                                   "it was retried until the timeout: retry later, or add server capacity")
         if "UNAVAILABLE" in status:
             return ServerUnavailableError(f"{unreachable} ({message})")
         if "DEADLINE_EXCEEDED" in status or "Deadline Exceeded" in message:
             return RequestTimeoutError(timed_out)
         if model is not None and ("unknown model" in message or "is not found" in message or "not ready" in message):
             return ModelNotFoundError(f"{address} does not serve a ready model {model!r} ({message})")
+        if "INVALID_ARGUMENT" in status or status == "400":
+            return InvalidInputError(f"{address} refused the input: {message}")
         return ServerError(f"{address} refused the request: {message}")
     return ServerError(f"request to {address} failed: {exc!r}")
+
+
+def _restricted(address: Address, message: str) -> AuthenticationError:
+    if contract.ADMIN_KEY_HEADER in message:
+        return AuthenticationError(
+            f"{address} keeps this for administrators: pass admin_key= (or set BERTSERVE_ADMIN_KEY) with the key "
+            "`bertserve serve` wrote to its admin-key file"
+        )
+    return AuthenticationError(
+        f"{address} requires an API key, and this one is missing or wrong: pass Encoder(url, api_key=...) "
+        "(or set BERTSERVE_API_KEY; `bertserve encode --api-key`)"
+    )

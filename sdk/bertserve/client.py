@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import random
 import sys
 import threading
 import time
@@ -17,8 +19,9 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from ._transport import Address, Transport, open_transport, parse_address
-from .errors import InvalidInputError, ModelNotFoundError, ServerError, ServerUnavailableError
+from . import contract
+from ._transport import Address, Keys, Transport, open_transport, parse_address
+from .errors import InvalidInputError, ModelNotFoundError, ServerBusyError, ServerError, ServerUnavailableError
 from .info import ModelInfo
 from .status import ClientStatus, ServerStatus, _ClientCounters
 
@@ -50,7 +53,11 @@ class Encoder:
     Large inputs are split into requests of at most the model's batch size and
     sent `concurrency` at a time; results keep input order. Every call is
     bounded by `timeout` seconds; refused connections are retried `retries`
-    times with backoff inside that bound. One Encoder may be shared by many threads.
+    times with backoff inside that bound, and a server at capacity is retried
+    with jittered backoff until that bound. `api_key` (default
+    $BERTSERVE_API_KEY) is sent to servers that require one; `admin_key`
+    (default $BERTSERVE_ADMIN_KEY) only matters for admin APIs. One Encoder may
+    be shared by many threads.
     """
 
     def __init__(
@@ -63,6 +70,8 @@ class Encoder:
         concurrency: int = DEFAULT_CONCURRENCY,
         batch_size: Optional[int] = None,
         retries: int = DEFAULT_RETRIES,
+        api_key: Optional[str] = None,
+        admin_key: Optional[str] = None,
     ) -> None:
         if timeout <= 0:
             raise InvalidInputError(f"timeout must be a positive number of seconds, got {timeout!r}")
@@ -73,6 +82,8 @@ class Encoder:
         if retries < 0:
             raise InvalidInputError(f"retries must be 0 or more, got {retries!r}")
         self.address: Address = parse_address(url, protocol)
+        self._keys = Keys(api_key or os.environ.get("BERTSERVE_API_KEY") or None,
+                          admin_key or os.environ.get("BERTSERVE_ADMIN_KEY") or None)
         self.timeout = timeout
         self.concurrency = concurrency
         self.retries = retries
@@ -194,13 +205,22 @@ class Encoder:
     def models(self) -> list[str]:
         """Names of the bertserve embedding models the server has ready."""
         transport = self._transport()
-        names = [m["name"] for m in transport.model_index() if m.get("state") == "READY"]
-        return sorted(n for n in names if ModelInfo.is_bertserve_config(transport.model_config(n).get("parameters", {})))
+        names = sorted({entry["name"] for entry in transport.statistics()})  # the loaded models
+        return [n for n in names if transport.model_ready(n)
+                and ModelInfo.is_bertserve_config(transport.model_config(n).get("parameters", {}))]
 
     def server_status(self) -> ServerStatus:
-        """Server version, ready models and per-model request, inference, queue and compute figures."""
+        """Server version, ready models and per-model request, inference, queue and compute figures.
+
+        With the admin key, models the server holds but has not loaded (unloaded, or failed to load) are
+        listed too, from the repository index.
+        """
         transport = self._transport()
-        return ServerStatus.from_triton(transport.server_metadata(), transport.model_index(), transport.statistics())
+        stats = transport.statistics()
+        ready = {entry["name"] for entry in stats if transport.model_ready(entry["name"])}
+        unloaded = ([m["name"] for m in transport.model_index() if m["name"] not in ready]
+                    if self._keys.admin_key else [])
+        return ServerStatus.from_triton(transport.server_metadata(), stats, ready, unloaded)
 
     def status(self) -> ClientStatus:
         """This client's own counters: requests, sentences, failures, retries, time spent."""
@@ -252,12 +272,22 @@ class Encoder:
 
     def _infer(self, model: str, batch: _Batch, outputs: list[str]) -> dict[str, np.ndarray]:
         deadline = time.monotonic() + self.timeout
-        attempt = 0
+        attempt = busy = 0
         started = time.monotonic()
         while True:
             try:
                 result = self._transport().infer(model, batch.inputs, outputs)
                 break
+            except ServerBusyError:
+                # At capacity: back off with jitter (clients turned away together must not return together),
+                # for as long as the timeout allows.
+                backoff = random.uniform(0.5, 1.0) * min(2.0, 0.05 * 2**busy)
+                if time.monotonic() + backoff >= deadline:
+                    self._counters.add(failures=1)
+                    raise
+                busy += 1
+                self._counters.add(retries=1)
+                time.sleep(backoff)
             except ServerUnavailableError:
                 backoff = 0.1 * 2**attempt
                 if attempt >= self.retries or time.monotonic() + backoff >= deadline:
@@ -276,13 +306,15 @@ class Encoder:
 
     def _check_truncation(self, info: ModelInfo, results: list[dict[str, np.ndarray]], truncate: bool) -> None:
         counts = np.concatenate([r["token_count"].reshape(-1) for r in results])
-        long = np.flatnonzero(counts > info.max_seq_len)
+        long = np.flatnonzero((counts > info.max_seq_len) | (counts == contract.NOT_COUNTED))
         if not len(long):
             return
         first = int(long[0])
+        count = int(counts[first])
+        tokens = f"more than {info.max_seq_len}" if count == contract.NOT_COUNTED else str(count)
         message = (
             f"{len(long)} input(s) longer than the model's max_seq_len of {info.max_seq_len} tokens "
-            f"(first: item {first}, {int(counts[first])} tokens)"
+            f"(first: item {first}, {tokens} tokens)"
         )
         if not truncate:
             raise InvalidInputError(f"{message}; shorten them, or pass truncate=True to cut them on the right")
@@ -303,7 +335,7 @@ class Encoder:
             with self._lock:
                 if self._closed:
                     raise InvalidInputError("this Encoder is closed; create a new one")
-                transport = open_transport(self.address, self.timeout)
+                transport = open_transport(self.address, self.timeout, self._keys)
                 self._transports.append(transport)
             self._local.transport = transport
         return transport

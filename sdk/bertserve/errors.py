@@ -24,6 +24,14 @@ class RequestTimeoutError(BertserveError, TimeoutError):
     """The server did not answer within the client's timeout."""
 
 
+class ServerBusyError(BertserveError):
+    """The server is at capacity and turned the request away, still after retries within the timeout."""
+
+
+class AuthenticationError(BertserveError, PermissionError):
+    """The server requires a key (the API key for inference, the admin key for admin APIs) and got none or a wrong one."""
+
+
 class ModelNotFoundError(BertserveError, LookupError):
     """The server is up but does not serve the requested model (or none, or several)."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, replace
-from typing import Any, Mapping, Sequence
+from typing import AbstractSet, Any, Mapping, Sequence
 
 
 @dataclass(frozen=True)
@@ -28,11 +28,13 @@ class ServerStatus:
 
     @classmethod
     def from_triton(
-        cls, metadata: Mapping[str, Any], index: Sequence[Mapping[str, Any]], stats: Sequence[Mapping[str, Any]]
+        cls, metadata: Mapping[str, Any], stats: Sequence[Mapping[str, Any]], ready: AbstractSet[str],
+        unloaded: Sequence[str] = (),
     ) -> ServerStatus:
-        """Combine server metadata, the repository index and inference statistics (gRPC or HTTP JSON)."""
-        ready = {m["name"] for m in index if m.get("state") == "READY"}
-        models = []
+        """Combine server metadata, inference statistics (gRPC or HTTP JSON), the names of the ready models,
+        and models the server holds without statistics (not loaded)."""
+        counted = {entry["name"] for entry in stats}
+        models = [ModelStatus(name, False, 0, 0, 0, 0, 0.0, 0.0) for name in set(unloaded) - counted]
         for entry in stats:
             inference = entry.get("inference_stats", {})
             success = _count(inference, "success")

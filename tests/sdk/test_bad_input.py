@@ -13,7 +13,7 @@ from tritonclient.utils import InferenceServerException
 
 from bertserve import Encoder
 from bertserve._transport import open_transport, parse_address
-from bertserve.errors import InvalidInputError, ServerError
+from bertserve.errors import InvalidInputError
 
 from ..conftest import DEFAULT_NAME
 
@@ -112,12 +112,12 @@ def test_bad_requests_batched_with_good_ones_fail_alone(server, encoder):
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_server_refusal_reaches_the_sdk_as_a_server_error_with_the_servers_message(server, protocol):
+def test_server_refusal_reaches_the_sdk_as_invalid_input_with_the_servers_message(server, protocol):
     url = server.grpc_url if protocol == "grpc" else server.http_url
     transport = open_transport(parse_address(url, protocol), timeout=30)  # what Encoder sends its requests through
     try:
-        with pytest.raises(ServerError, match=r"refused the request: .*input item 0 is an empty string; "
-                                              r"send non-empty text"):
+        with pytest.raises(InvalidInputError, match=r"refused the input: .*input item 0 is an empty string; "
+                                                    r"send non-empty text"):
             transport.infer(DEFAULT_NAME, {"text": _strings(b"")}, ["embedding"])
     finally:
         transport.close()
