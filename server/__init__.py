@@ -1,7 +1,16 @@
 """The embedded Triton server: a real tritonserver process, no Docker (needs `pip install bertserve[server]`)."""
 
 from .config import ServerConfig, free_ports
-from .default_model import DEFAULT_MODEL_NAME, bertserve_home, default_model_dir, default_repository
+from .home import DEFAULT_MODEL_NAME, bertserve_home, default_model_dir, default_repository, write_admin_key
 from .process import TritonServer
 
-__all__ = ["DEFAULT_MODEL_NAME", "ServerConfig", "TritonServer", "bertserve_home", "default_model_dir", "default_repository", "free_ports"]
+__all__ = [
+    "DEFAULT_MODEL_NAME",
+    "ServerConfig",
+    "TritonServer",
+    "bertserve_home",
+    "default_model_dir",
+    "default_repository",
+    "free_ports",
+    "write_admin_key",
+]

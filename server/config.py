@@ -2,30 +2,52 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
+
+from bertserve import contract
 
 DEFAULT_STARTUP_TIMEOUT = 180.0
-DEFAULT_STOP_TIMEOUT = 30.0
+DEFAULT_STOP_TIMEOUT = 10.0  # as Docker gives a container between SIGTERM and SIGKILL
+DEFAULT_PROBE_INTERVAL = 1.0
+# Admin APIs: behind the admin key. Model config and statistics stay open: the SDK reads them
+# (what a model computes, and server_status()), and they hold no secrets.
+ADMIN_APIS = ("shared-memory", "model-repository", "trace", "logging")
+# Keys travel in Triton's flag syntax (apis:header=value) and in headers: no ':', ',', '=' or spaces.
+_KEY = re.compile(r"^[A-Za-z0-9._~+/-]{16,}$")
 
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """Where the server reads models from and where it listens."""
+    """Where the server reads models from, where it listens, and who may do what."""
 
     repository: Path
     http_port: int = 8000
     grpc_port: int = 8001
     metrics_port: int = 8002
     host: str = "0.0.0.0"
+    api_key: Optional[str] = None  # when set, inference needs "Authorization: Bearer <api_key>"
+    admin_key: Optional[str] = None  # admin APIs need it; a fresh one is made at each start when None
+    heal: bool = True  # probe the models and reload one whose backend process died
+    tritonserver: Optional[Path] = None  # an installed tritonserver (NGC image); None: the nvidia-pytriton wheel's
+    probe_interval: float = DEFAULT_PROBE_INTERVAL
     startup_timeout: float = DEFAULT_STARTUP_TIMEOUT
     stop_timeout: float = DEFAULT_STOP_TIMEOUT  # grace period for in-flight requests before the process is killed
     log_verbose: int = 0
 
-    def arguments(self, backend_directory: Path) -> list[str]:
+    def __post_init__(self) -> None:
+        for name in ("api_key", "admin_key"):
+            key = getattr(self, name)
+            if key is not None and not _KEY.match(key):
+                raise ValueError(f"{name} must be at least 16 letters, digits or '-_.~+/' characters")
+
+    def arguments(self, backend_directory: Path, admin_key: str) -> list[str]:
         """tritonserver command-line arguments (without the binary)."""
-        return [
+        apis = ",".join(ADMIN_APIS)
+        arguments = [
             f"--model-repository={self.repository}",
             f"--backend-directory={backend_directory}",
             f"--http-address={self.host}",
@@ -34,10 +56,21 @@ class ServerConfig:
             f"--grpc-port={self.grpc_port}",
             f"--metrics-address={self.host}",
             f"--metrics-port={self.metrics_port}",
+            # Explicit control, every model loaded at start: the supervisor reloads a model through the
+            # repository API, which the admin key keeps from everyone else.
+            "--model-control-mode=explicit",
+            "--load-model=*",
+            f"--http-restricted-api={apis}:{contract.ADMIN_KEY_HEADER}={admin_key}",
+            f"--grpc-restricted-protocol={apis}:{contract.ADMIN_KEY_HEADER}={admin_key}",
             "--exit-on-error=true",
             "--strict-readiness=true",
+            f"--exit-timeout-secs={int(self.stop_timeout)}",
             f"--log-verbose={self.log_verbose}",
         ]
+        if self.api_key:
+            bearer = f"{contract.API_KEY_HEADER}=Bearer {self.api_key}"
+            arguments += [f"--http-restricted-api=inference:{bearer}", f"--grpc-restricted-protocol=inference:{bearer}"]
+        return arguments
 
     @property
     def ports(self) -> dict[str, int]:

@@ -1,4 +1,4 @@
-"""The model `bertserve serve` serves when given none: all-MiniLM-L6-v2, exported on first use."""
+"""What bertserve keeps in BERTSERVE_HOME: the default model (all-MiniLM-L6-v2, exported on first use), the admin key."""
 
 from __future__ import annotations
 
@@ -49,3 +49,14 @@ def default_repository(home: Optional[Path] = None) -> Path:
         ExportConfig(model_dir=default_model_dir(), repository=repository, name=DEFAULT_MODEL_NAME, overwrite=True)
     )
     return repository
+
+
+def write_admin_key(key: str, home: Optional[Path] = None) -> Path:
+    """Write the admin key to $BERTSERVE_HOME/admin-key, readable by this user only, and return the path."""
+    path = (home or bertserve_home()) / "admin-key"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(key + "\n")
+    os.chmod(path, 0o600)
+    return path

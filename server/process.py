@@ -7,6 +7,7 @@ import importlib.util
 import logging
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -23,6 +24,7 @@ from typing import Any, Optional
 from bertserve.errors import ServerStartError
 
 from .config import ServerConfig
+from .supervisor import Supervisor
 
 _log = logging.getLogger("bertserve.server")
 # glog error lines ("E1124 21:03:46.378245 ...") and the final "error: ..." line.
@@ -32,13 +34,21 @@ _ERROR_LINE = re.compile(r"^(E\d{4} |error: )")
 @dataclass(frozen=True)
 class _TritonInstall:
     binary: Path
-    libraries: Path
-    backend: Path
-    stub: Path
+    libraries: Optional[Path]  # put on LD_LIBRARY_PATH (the wheel's); None for an installed server
+    backends: Optional[Path]  # the backend directory of an installed server (NGC image)
+    python_backend: Optional[Path] = None  # the wheel's Python backend and the stub for this interpreter,
+    stub: Optional[Path] = None  # assembled into a backend directory at each start
 
 
-def _find_triton() -> _TritonInstall:
-    """The tritonserver binary, its libraries and the Python backend for this interpreter."""
+def _find_triton(binary: Optional[Path]) -> _TritonInstall:
+    """An installed tritonserver (`binary`, as in the NGC image), else the one in the nvidia-pytriton wheel."""
+    if binary is not None:
+        install = _TritonInstall(Path(binary), None, Path(binary).resolve().parent.parent / "backends")
+        for path in (install.binary, install.backends):
+            if not path.exists():
+                raise ServerStartError(f"{path} is missing: pass the tritonserver of a Triton install "
+                                       "(e.g. /opt/tritonserver/bin/tritonserver)")
+        return install
     # Located, not imported: only the wheel's files are used, not its Python package.
     spec = importlib.util.find_spec("pytriton")
     if spec is None or not spec.submodule_search_locations:
@@ -52,10 +62,11 @@ def _find_triton() -> _TritonInstall:
     install = _TritonInstall(
         binary=root / "bin" / "tritonserver",
         libraries=package.parent / "nvidia_pytriton.libs",
-        backend=root / "backends" / "python",
+        backends=None,
+        python_backend=root / "backends" / "python",
         stub=root / "python_backend_stubs" / version / "triton_python_backend_stub",
     )
-    for path in (install.binary, install.libraries, install.backend, install.stub):
+    for path in (install.binary, install.libraries, install.python_backend, install.stub):
         if not path.exists():
             raise ServerStartError(f"nvidia-pytriton is incomplete or has no stub for Python {version}: {path} is missing")
     return install
@@ -75,6 +86,13 @@ def _port_free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def _redacted(text: str, *secrets_: Optional[str]) -> str:
+    for secret in secrets_:
+        if secret:
+            text = text.replace(secret, "<key>")
+    return text
 
 
 def _refuse_missing_backends(repository: Path) -> None:
@@ -102,8 +120,10 @@ class TritonServer:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
+        self.admin_key = config.admin_key or secrets.token_urlsafe(24)
         self._process: Optional[subprocess.Popen] = None
         self._workdir: Optional[Path] = None
+        self._supervisor: Optional[Supervisor] = None
 
     @property
     def _client_host(self) -> str:
@@ -127,18 +147,20 @@ class TritonServer:
             raise ServerStartError("this server is already started")
         if not Path(self.config.repository).is_dir():
             raise ServerStartError(f"model repository {self.config.repository} does not exist; export a model first")
-        _refuse_missing_backends(Path(self.config.repository))
+        if self.config.tritonserver is None:  # an installed server (NGC) has the native backends too
+            _refuse_missing_backends(Path(self.config.repository))
         busy = {name: port for name, port in self.config.ports.items() if not _port_free(self.config.host, port)}
         if busy:
             name, port = next(iter(busy.items()))
             raise ServerStartError(f"{name} port {port} is already in use; stop what uses it or pass --{name}-port")
-        install = _find_triton()
+        install = _find_triton(self.config.tritonserver)
         self._workdir = Path(tempfile.mkdtemp(prefix="bertserve-triton-"))
-        backends = self._workdir / "backends"
-        shutil.copytree(install.backend, backends / "python", ignore=shutil.ignore_patterns("__pycache__"))
-        shutil.copy2(install.stub, backends / "python" / "triton_python_backend_stub")
-        command = [str(install.binary), *self.config.arguments(backends)]
-        _log.info("starting %s", " ".join(command))
+        backends = install.backends or self._workdir / "backends"
+        if install.python_backend is not None:
+            shutil.copytree(install.python_backend, backends / "python", ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copy2(install.stub, backends / "python" / "triton_python_backend_stub")
+        command = [str(install.binary), *self.config.arguments(backends, self.admin_key)]
+        _log.info("starting %s", _redacted(" ".join(command), self.admin_key, self.config.api_key))
         with open(self.log_path, "wb") as log:
             self._process = subprocess.Popen(
                 command,
@@ -150,17 +172,24 @@ class TritonServer:
             )
         try:
             self._wait_ready()
+            if self.config.heal:
+                self._supervisor = Supervisor(self)
+                self._supervisor.start()
         except BaseException:
             self.stop()
             raise
 
     def stop(self) -> None:
         """Stop the server (SIGINT, then SIGKILL after a grace period) and remove its scratch files."""
+        supervisor, self._supervisor = self._supervisor, None
+        if supervisor is not None:
+            supervisor.stop()
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGINT)
             try:
-                process.wait(timeout=self.config.stop_timeout)
+                # Triton gives in-flight requests stop_timeout (--exit-timeout-secs), then exits by itself.
+                process.wait(timeout=self.config.stop_timeout + 10)
             except subprocess.TimeoutExpired:
                 _log.warning("tritonserver did not stop within %.0f s; killing it", self.config.stop_timeout)
                 process.kill()
@@ -168,6 +197,10 @@ class TritonServer:
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self._process.pid if self._process is not None else None
 
     def is_alive(self) -> bool:
         return self._process is not None and self._process.poll() is None
@@ -222,7 +255,8 @@ class TritonServer:
         env = dict(os.environ)
         # The stub embeds whichever Python comes first on PATH: make it this one.
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-        env["LD_LIBRARY_PATH"] = os.pathsep.join(
-            p for p in [str(install.libraries), env.get("LD_LIBRARY_PATH", "")] if p
-        )
+        if install.libraries is not None:
+            env["LD_LIBRARY_PATH"] = os.pathsep.join(
+                p for p in [str(install.libraries), env.get("LD_LIBRARY_PATH", "")] if p
+            )
         return env

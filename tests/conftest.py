@@ -9,10 +9,12 @@ the fixtures in `_SERVER_FIXTURES` is marked automatically, modules that export 
 from __future__ import annotations
 
 import os
+import queue
 import shutil
+import threading
 import time
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import IO, Callable, TypeVar
 
 import pytest
 
@@ -22,7 +24,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from bertserve.export import ExportConfig, Pooling, export_model  # noqa: E402
 from bertserve.model_repository.repository import component_names  # noqa: E402
 from bertserve.server import DEFAULT_MODEL_NAME, ServerConfig, TritonServer, free_ports  # noqa: E402
-from bertserve.server.default_model import default_model_dir, default_repository  # noqa: E402
+from bertserve.server.home import default_model_dir, default_repository  # noqa: E402
 
 from .corpus import sentences  # noqa: E402
 
@@ -44,10 +46,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def server_config(repository: Path, **overrides) -> ServerConfig:
-    """A loopback server on ports free right now."""
+    """A loopback server on ports free right now; no supervisor unless asked, so its statistics count only tests."""
     http, grpc, metrics = free_ports(3)
     return ServerConfig(repository=repository, http_port=http, grpc_port=grpc, metrics_port=metrics,
-                        host="127.0.0.1", **overrides)
+                        host="127.0.0.1", **{"heal": False, **overrides})
 
 
 def settled(read: Callable[[], T], done: Callable[[T], bool], timeout: float = 10.0) -> T:
@@ -58,6 +60,31 @@ def settled(read: Callable[[], T], done: Callable[[T], bool], timeout: float = 1
         time.sleep(0.05)
         value = read()
     return value
+
+
+def lines_until(stream: IO[str], last: str, timeout: float) -> list[str]:
+    """Lines of `stream` up to one starting with `last`; fewer if the stream ends or `timeout` passes first."""
+    lines: queue.Queue = queue.Queue()
+
+    def read() -> None:
+        for line in stream:
+            lines.put(line)
+            if line.startswith(last):
+                break
+        lines.put("")  # the end
+
+    threading.Thread(target=read, daemon=True).start()
+    deadline, got = time.monotonic() + timeout, []
+    while True:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            return got
+        if not line:
+            return got
+        got.append(line)
+        if line.startswith(last):
+            return got
 
 
 def copy_model(source: Path, target: Path, name: str) -> None:

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import signal
 import subprocess
 import sys
-import threading
-import time
-from typing import IO
 
 import numpy as np
 import pytest
@@ -20,7 +16,7 @@ from bertserve.export import ExportConfig, Pooling, export_model
 from bertserve.model_repository.config import parse
 from bertserve.server import free_ports
 
-from .conftest import DEFAULT_NAME
+from .conftest import DEFAULT_NAME, lines_until
 from .server.test_process import port_free
 
 BERTSERVE = [sys.executable, "-m", "bertserve.cli"]
@@ -30,48 +26,35 @@ def _run(*args, **kwargs):
     return subprocess.run([*BERTSERVE, *args], capture_output=True, text=True, timeout=300, **kwargs)
 
 
-def _lines_until(stream: IO[str], last: str, timeout: float) -> list[str]:
-    """Lines of `stream` up to one starting with `last`; fewer if the stream ends or `timeout` passes first."""
-    lines: queue.Queue = queue.Queue()
-
-    def read() -> None:
-        for line in stream:
-            lines.put(line)
-            if line.startswith(last):
-                break
-        lines.put("")  # the end
-
-    threading.Thread(target=read, daemon=True).start()
-    deadline, got = time.monotonic() + timeout, []
-    while True:
-        try:
-            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
-        except queue.Empty:
-            return got
-        if not line:
-            return got
-        got.append(line)
-        if line.startswith(last):
-            return got
+API_KEY = "cli-test-api-key-0123456789"
 
 
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_serve_prints_its_addresses_serves_the_default_and_stops_cleanly(default_home, stop):
+@pytest.mark.parametrize("stop, api_key", [(signal.SIGINT, None), (signal.SIGTERM, API_KEY)],
+                         ids=["SIGINT, open", "SIGTERM, with an API key"])
+def test_serve_prints_its_addresses_serves_the_default_and_stops_cleanly(default_home, stop, api_key):
     http, grpc, metrics = ports = free_ports(3)
-    env = {**os.environ, "BERTSERVE_HOME": str(default_home)}  # the default model, exported there on first use
+    env = {k: v for k, v in os.environ.items() if k != "BERTSERVE_API_KEY"}
+    env["BERTSERVE_HOME"] = str(default_home)  # the default model, exported there on first use
     serve = subprocess.Popen(
         [*BERTSERVE, "serve", "--host", "127.0.0.1", "--http-port", str(http), "--grpc-port", str(grpc),
-         "--metrics-port", str(metrics)],
+         "--metrics-port", str(metrics), *(["--api-key", api_key] if api_key else [])],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         # A background job may inherit SIGINT ignored (Python then keeps ignoring it): give serve the default.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
-        banner = _lines_until(serve.stdout, "Press Ctrl-C", timeout=120)
+        banner = lines_until(serve.stdout, "Press Ctrl-C", timeout=120)
         assert banner and banner[0] == f"bertserve: ready, serving {default_home / 'repository'}\n", "".join(banner)
+        access = "needs the API key" if api_key else "is open (no --api-key)"
         assert banner[1:] == [f"  gRPC     127.0.0.1:{grpc}\n", f"  HTTP     http://127.0.0.1:{http}\n",
-                              f"  metrics  http://127.0.0.1:{metrics}/metrics\n", "Press Ctrl-C to stop.\n"]
-        with Encoder(banner[1].split()[1], timeout=30) as enc:  # the only model served: no name needed
+                              f"  metrics  http://127.0.0.1:{metrics}/metrics\n",
+                              f"  inference {access}; admin key in {default_home / 'admin-key'}\n",
+                              "Press Ctrl-C to stop.\n"]
+        assert len((default_home / "admin-key").read_text().strip()) >= 16
+        assert (default_home / "admin-key").stat().st_mode & 0o077 == 0, "the admin key is readable by others"
+        keyless = _run("encode", "hello", "--url", f"127.0.0.1:{grpc}", env=env)
+        assert (keyless.returncode, "requires an API key" in keyless.stderr) == ((1, True) if api_key else (0, False))
+        with Encoder(banner[1].split()[1], timeout=30, api_key=api_key) as enc:  # the only model: no name needed
             vector = enc.encode(["hello world"])[0]
         assert vector.shape == (384,) and abs(np.linalg.norm(vector) - 1.0) < 1e-5
         serve.send_signal(stop)

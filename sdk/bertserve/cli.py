@@ -6,6 +6,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -14,6 +15,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from . import contract
 from .errors import BertserveError
 
 _SERVER_EXTRA = "this command needs the server extra: pip install 'bertserve[server]' (missing: {})"
@@ -40,11 +42,15 @@ def _parser() -> argparse.ArgumentParser:
     encode.add_argument("sentences", nargs="*", help="sentences to encode (default: read a file or stdin)")
     encode.add_argument("-f", "--file", type=Path, help="read sentences from this file, one per line")
     encode.add_argument("-o", "--output", type=Path, help="write vectors to a .npy or .jsonl file (default: JSON lines on stdout)")
-    encode.add_argument("--url", default="localhost:8001", help="server address (default: %(default)s)")
-    encode.add_argument("--protocol", choices=["grpc", "http"], help="protocol when the url has no scheme (default: grpc)")
+    _client_options(encode, timeout=60.0)
     encode.add_argument("--model", help="model name, when the server serves several")
-    encode.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default: %(default)s)")
     encode.set_defaults(run=_encode)
+
+    health = commands.add_parser("health", help="check that a server serves: a real inference through each model "
+                                                "(exit 0), for readiness probes")
+    _client_options(health, timeout=10.0)
+    health.add_argument("--model", help="check this model only (default: every embedding model served)")
+    health.set_defaults(run=_health)
 
     export = commands.add_parser("export", help="export a Hugging Face BERT folder to a Triton model repository")
     export.add_argument("model_dir", type=Path, nargs="?",
@@ -77,13 +83,21 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--gpus", help="comma-separated GPU ids for the encoder instances (default: any GPU, else CPU)")
     export.add_argument("--tensorrt-accelerator", action="store_true",
                         help="onnxruntime backend: run the graph with ONNX Runtime's TensorRT provider")
+    export.add_argument("--max-queue-size", type=int, default=contract.DEFAULT_MAX_QUEUE_SIZE,
+                        help="requests waiting per model before new ones are turned away as busy; 0: no bound "
+                             "(default: %(default)s)")
+    export.add_argument("--queue-timeout", type=float, default=contract.DEFAULT_QUEUE_TIMEOUT,
+                        help="seconds a request may wait in a queue before it is turned away; 0: no bound "
+                             "(default: %(default)s)")
+    export.add_argument("--max-request-bytes", type=int, default=contract.DEFAULT_MAX_REQUEST_BYTES,
+                        help="bytes of text one request may carry (default: %(default)s)")
     export.add_argument("--overwrite", action="store_true", help="replace a model of the same name")
     export.set_defaults(run=_export)
 
     status = commands.add_parser("status", help="show the server's models and their request figures")
-    status.add_argument("--url", default="localhost:8001", help="server address (default: %(default)s)")
-    status.add_argument("--protocol", choices=["grpc", "http"], help="protocol when the url has no scheme (default: grpc)")
-    status.add_argument("--timeout", type=float, default=10.0, help="seconds (default: %(default)s)")
+    _client_options(status, timeout=10.0)
+    status.add_argument("--admin-key", default=os.environ.get("BERTSERVE_ADMIN_KEY"),
+                        help="also list models that failed to load (default: $BERTSERVE_ADMIN_KEY)")
     status.set_defaults(run=_status)
 
     serve = commands.add_parser("serve", help="run tritonserver locally (default: the all-MiniLM-L6-v2 model)")
@@ -93,15 +107,33 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--grpc-port", type=int, default=8001)
     serve.add_argument("--metrics-port", type=int, default=8002)
     serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default: %(default)s)")
+    serve.add_argument("--api-key", default=os.environ.get("BERTSERVE_API_KEY"),
+                       help="require 'Authorization: Bearer KEY' for inference (default: $BERTSERVE_API_KEY, else "
+                            "no key)")
+    serve.add_argument("--tritonserver", type=Path, metavar="BINARY",
+                       help="an installed tritonserver to run, e.g. /opt/tritonserver/bin/tritonserver in the NGC image "
+                            "(default: the one of the nvidia-pytriton wheel)")
+    serve.add_argument("--admin-key", default=os.environ.get("BERTSERVE_ADMIN_KEY"),
+                       help="key for the admin APIs (default: $BERTSERVE_ADMIN_KEY, else a new one at each start, "
+                            "written to $BERTSERVE_HOME/admin-key)")
     serve.set_defaults(run=_serve)
     return parser
+
+
+def _client_options(parser: argparse.ArgumentParser, timeout: float) -> None:
+    parser.add_argument("--url", default="localhost:8001", help="server address (default: %(default)s)")
+    parser.add_argument("--protocol", choices=["grpc", "http"], help="protocol when the url has no scheme (default: grpc)")
+    parser.add_argument("--timeout", type=float, default=timeout, help="seconds per request (default: %(default)s)")
+    parser.add_argument("--api-key", default=os.environ.get("BERTSERVE_API_KEY"),
+                        help="the server's API key (default: $BERTSERVE_API_KEY)")
 
 
 def _encode(args: argparse.Namespace) -> int:
     from .client import Encoder
 
     sentences = _read_sentences(args)
-    with Encoder(args.url, model=args.model, protocol=args.protocol, timeout=args.timeout) as encoder:
+    with Encoder(args.url, model=args.model, protocol=args.protocol, timeout=args.timeout,
+                 api_key=args.api_key) as encoder:
         vectors = encoder.encode(sentences)
     if args.output is not None and args.output.suffix == ".npy":
         if isinstance(vectors, list):
@@ -119,8 +151,25 @@ def _encode(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from .client import Encoder
 
-    with Encoder(args.url, protocol=args.protocol, timeout=args.timeout) as encoder:
+    with Encoder(args.url, protocol=args.protocol, timeout=args.timeout, api_key=args.api_key,
+                 admin_key=args.admin_key) as encoder:
         print(encoder.server_status().table())
+    return 0
+
+
+def _health(args: argparse.Namespace) -> int:
+    from .client import Encoder
+
+    with Encoder(args.url, protocol=args.protocol, timeout=args.timeout, api_key=args.api_key, retries=0) as encoder:
+        names = [args.model] if args.model else encoder.models()
+        if not names:
+            raise BertserveError(f"{encoder.address} serves no embedding model")
+    for name in names:
+        started = time.monotonic()
+        with Encoder(args.url, model=name, protocol=args.protocol, timeout=args.timeout, api_key=args.api_key,
+                     retries=0) as encoder:
+            encoder.encode(["bertserve health"])
+        print(f"bertserve: {name} serves ({(time.monotonic() - started) * 1000:.0f} ms)")
     return 0
 
 
@@ -148,6 +197,9 @@ def _export(args: argparse.Namespace) -> int:
             instances=args.instances,
             gpus=tuple(int(g) for g in args.gpus.split(",")) if args.gpus else (),
             tensorrt_accelerator=args.tensorrt_accelerator,
+            max_queue_size=args.max_queue_size,
+            queue_timeout=args.queue_timeout,
+            max_request_bytes=args.max_request_bytes,
         )
     except ValueError as exc:
         raise BertserveError(str(exc)) from None
@@ -174,21 +226,30 @@ def _export(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     server = _server_extra("bertserve.server")
     repository = args.repository or server.default_repository()
-    config = server.ServerConfig(
-        repository=repository,
-        http_port=args.http_port,
-        grpc_port=args.grpc_port,
-        metrics_port=args.metrics_port,
-        host=args.host,
-    )
+    try:
+        config = server.ServerConfig(
+            repository=repository,
+            http_port=args.http_port,
+            grpc_port=args.grpc_port,
+            metrics_port=args.metrics_port,
+            host=args.host,
+            api_key=args.api_key or None,
+            admin_key=args.admin_key or None,
+            tritonserver=args.tritonserver,
+        )
+    except ValueError as exc:
+        raise BertserveError(str(exc)) from None
     # SIGTERM (docker stop, kill) shuts down as cleanly as Ctrl-C.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     with server.TritonServer(config) as triton:
+        key_file = server.write_admin_key(triton.admin_key)
         print(
             f"bertserve: ready, serving {repository}\n"
             f"  gRPC     {triton.grpc_url}\n"
             f"  HTTP     {triton.http_url}\n"
             f"  metrics  {triton.metrics_url}\n"
+            f"  inference {'needs the API key' if config.api_key else 'is open (no --api-key)'}; "
+            f"admin key in {key_file}\n"
             "Press Ctrl-C to stop.",
             flush=True,
         )

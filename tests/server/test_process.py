@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +75,8 @@ def test_repository_needing_a_native_backend_is_refused_by_name(tiny_bert_dir, t
     with pytest.raises(ServerStartError, match="model 'native_encoder' needs Triton's 'onnxruntime_onnx' backend.*"
                                                "--backend python.*docker compose up"):
         TritonServer(server_config(repo)).start()
+
+
+def test_missing_installed_tritonserver_is_named(tmp_path):
+    with pytest.raises(ServerStartError, match="/nowhere/bin/tritonserver is missing.*/opt/tritonserver"):
+        TritonServer(server_config(tmp_path, tritonserver=Path("/nowhere/bin/tritonserver"))).start()

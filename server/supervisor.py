@@ -1,0 +1,135 @@
+"""Keeps a running tritonserver serving after one of its backend processes dies.
+
+Triton 2.51's Python backend never relaunches a stub process that died (killed, out of memory): every
+request to that model fails with "Stub process ... is not healthy" while readiness stays true. The
+supervisor notices, from the process table every `probe_interval` and from a real inference through each
+model every `_PROBE_EVERY` intervals, and reloads the model through the repository API (explicit model
+control, behind the admin key). The probes show in Triton's statistics as one request per model each time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+from bertserve import contract
+from bertserve.errors import BertserveError, ServerError
+
+if TYPE_CHECKING:
+    from .process import TritonServer
+
+_log = logging.getLogger("bertserve.server")
+_STUB = "triton_python_backend_stub"
+_UNHEALTHY = re.compile(r"Stub process '(.+)_\d+_\d+' is not healthy")
+_PROBE_TEXT = "bertserve probe"
+_RELOAD_TIMEOUT = 120.0
+_PROBE_EVERY = 10
+
+
+class Supervisor:
+    """A thread that probes every `probe_interval` seconds and reloads a model whose backend process died."""
+
+    def __init__(self, server: TritonServer) -> None:
+        self._server = server
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bertserve-supervisor", daemon=True)
+        self._stubs: dict[int, str] = {}  # backend process id -> its model
+        self._probes: dict[str, object] = {}  # ensemble -> Encoder, used by the supervisor thread only
+        self.reloads = 0
+
+    def start(self) -> None:
+        self._stubs = backend_processes(self._server.pid)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=_RELOAD_TIMEOUT)
+
+    def _run(self) -> None:
+        rounds = 0
+        while not self._stop.wait(self._server.config.probe_interval):
+            if not self._server.is_alive():
+                break
+            rounds += 1
+            try:
+                self._check(probe=rounds % _PROBE_EVERY == 0)
+            except Exception:  # the supervisor must outlive whatever it finds
+                _log.exception("supervisor check failed")
+        for encoder in self._probes.values():
+            encoder.close()
+
+    def _check(self, probe: bool) -> None:
+        broken = {model for pid, model in self._stubs.items() if not _alive(pid)}
+        for ensemble in self._ensembles() if probe else ():
+            broken |= self._probe(ensemble)
+        for model in sorted(broken):
+            self._reload(model)
+        if broken:
+            self._stubs = backend_processes(self._server.pid)
+
+    def _ensembles(self) -> list[str]:
+        return sorted(path.parent.name for path in Path(self._server.config.repository).glob("*/bertserve.json"))
+
+    def _probe(self, ensemble: str) -> set[str]:
+        """The models a real inference through `ensemble` reports as dead (none when it succeeds)."""
+        from bertserve import Encoder
+
+        if ensemble not in self._probes:
+            self._probes[ensemble] = Encoder(self._server.grpc_url, model=ensemble, api_key=self._server.config.api_key,
+                                             timeout=10, retries=0)
+        try:
+            self._probes[ensemble].encode([_PROBE_TEXT])
+        except ServerError as exc:
+            return set(_UNHEALTHY.findall(str(exc)))
+        except BertserveError as exc:  # busy, timed out, unavailable: not a reason to reload anything
+            _log.debug("probe of %s failed: %s", ensemble, exc)
+        return set()
+
+    def _reload(self, model: str) -> None:
+        import tritonclient.http as httpclient
+
+        _log.warning("a backend process of model %r died; reloading the model", model)
+        started = time.monotonic()
+        client = httpclient.InferenceServerClient(self._server.http_url.removeprefix("http://"),
+                                                  connection_timeout=10, network_timeout=_RELOAD_TIMEOUT)
+        headers = {contract.ADMIN_KEY_HEADER: self._server.admin_key}
+        try:
+            client.unload_model(model, headers=headers)
+            deadline = time.monotonic() + _RELOAD_TIMEOUT
+            while client.is_model_ready(model, headers=headers) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            client.load_model(model, headers=headers)
+        finally:
+            client.close()
+        self.reloads += 1
+        _log.warning("model %r reloaded in %.1f s", model, time.monotonic() - started)
+
+
+def backend_processes(triton_pid: Optional[int]) -> dict[int, str]:
+    """The Python-backend processes of a tritonserver, by process id, with the model each runs."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == triton_pid and len(args) > 1 and args[0].endswith(_STUB.encode()):
+            found[int(entry.name)] = Path(os.fsdecode(args[1])).parent.parent.name  # <repo>/<model>/<version>/model.py
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
