@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -58,16 +59,18 @@ def test_gpu_service_serves_the_exported_volume_with_health_check(compose):
     assert "deploy" not in cpu
     for service, exporter in [(triton, "export"), (cpu, "export-cpu")]:
         assert service["depends_on"] == {exporter: {"condition": "service_completed_successfully"}}
-        assert "http://localhost:8000/v2/health/ready" in service["healthcheck"]["test"]
+        assert service["healthcheck"]["test"] == ["CMD", "bertserve", "health", "--url", "localhost:8001"]
+        assert service["command"][:2] == ["bertserve", "serve"] and "/opt/tritonserver/bin/tritonserver" in service["command"]
         assert service["restart"] == "unless-stopped"
         assert sorted(p["target"] if isinstance(p, dict) else int(p.split(":")[-1]) for p in service["ports"]) == [8000, 8001, 8002]
     assert services["export"]["command"] == ["--backend", "onnxruntime", "--precision", "fp16"]
     assert services["export-cpu"]["command"] == ["--backend", "python"]
 
 
-def test_image_is_the_triton_release_of_the_embedded_server():
+def test_image_has_the_python_backend_security_fixes():
     dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
-    assert "FROM nvcr.io/nvidia/tritonserver:24.10-py3" in dockerfile  # Triton 2.51, as nvidia-pytriton 0.7.0
+    release = re.search(r"^FROM nvcr.io/nvidia/tritonserver:(\d+)\.(\d+)-py3$", dockerfile, re.MULTILINE)
+    assert release and (int(release[1]), int(release[2])) >= (25, 7), "images before 25.07 carry the CVE-2025-233xx chain"
 
 
 def test_export_script_runs_outside_docker(tiny_bert_dir, tmp_path):
