@@ -140,7 +140,7 @@ class TritonPythonModel:
                 rows.append((ids, tokens, [0] * len(ids), count))
                 continue
             encoding = next(encoded)
-            if _segment_without_tokens(encoding.type_ids, isinstance(item, tuple)):
+            if not encoding.overflowing and _segment_without_tokens(encoding.type_ids, isinstance(item, tuple)):
                 problems.setdefault(r, f"input item {i} has no text the tokenizer keeps (only whitespace, control or "
                                        "format characters); send text")
             count = len(encoding.ids)
