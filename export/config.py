@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 from bertserve.errors import ExportError
-from bertserve.model_repository.deployment import Deployment
+from bertserve.model_repository.deployment import Deployment, Runtime
 
 from .graph import hidden_state_indices
 from .pooling import Pooling
@@ -121,6 +121,8 @@ def plan_export(config: ExportConfig) -> ExportPlan:
         hidden_state_indices(layers, int(model_config["num_hidden_layers"]))
     except ValueError as exc:
         raise ExportError(str(exc)) from None
+    if config.deployment.runtime is Runtime.TORCH and Precision(config.precision) is Precision.INT8:
+        raise ExportError("int8 is ONNX Runtime's dynamic quantisation; with --runtime torch use fp16 (GPUs) or fp32")
     pooling = Pooling(config.pooling) if config.pooling else (st.pooling if st else Pooling.MEAN)
     if config.mask_cls_sep and pooling in (Pooling.CLS, Pooling.SEP, Pooling.CLS_POOLED):
         raise ExportError(f"--mask-cls-sep leaves nothing for {pooling.value} pooling, which reads [CLS] or [SEP]")

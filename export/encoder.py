@@ -1,4 +1,4 @@
-"""Export the encoder graph to ONNX and check it against transformers' own hidden states."""
+"""Export the encoder graph (ONNX, or TorchScript for the torch runtime) and check it against transformers."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from bertserve.errors import ExportError
+from bertserve.model_repository.deployment import Runtime
 from bertserve.model_repository.repository import TOKEN_TENSORS
 
 from .config import ExportPlan, Precision
@@ -39,13 +40,15 @@ _CHECK_SENTENCES = [
 
 
 def load_bert(plan: ExportPlan) -> torch.nn.Module:
-    """The transformers BertModel in eval mode, with eager attention (traceable, exact)."""
+    """The transformers BertModel in eval mode: eager attention for ONNX (traceable, exact), PyTorch's
+    scaled dot-product attention (fused kernels on GPUs) for the torch runtime."""
     from transformers import BertModel
 
+    attention = "sdpa" if plan.deployment.runtime is Runtime.TORCH else "eager"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         bert, loading = BertModel.from_pretrained(
-            str(plan.transformer_dir), attn_implementation="eager", output_loading_info=True
+            str(plan.transformer_dir), attn_implementation=attention, output_loading_info=True
         )
     if plan.pooling is Pooling.CLS_POOLED and any(key.startswith("pooler.") for key in loading["missing_keys"]):
         raise ExportError(
@@ -56,7 +59,8 @@ def load_bert(plan: ExportPlan) -> torch.nn.Module:
 
 
 def export_encoder(plan: ExportPlan, prepared: PreparedTokenizer, path: Path, precision: Precision) -> int:
-    """Write the ONNX encoder to `path` in `precision`, validate it, and return the embedding dimension."""
+    """Write the encoder to `path` in `precision` (ONNX, or TorchScript for the torch runtime), validate it
+    against transformers' fp32 hidden states, and return the embedding dimension."""
     bert = load_bert(plan)
     tokenizer = prepared.tokenizer
     excluded = (prepared.cls_id, prepared.sep_id) if plan.mask_cls_sep else ()
@@ -69,9 +73,22 @@ def export_encoder(plan: ExportPlan, prepared: PreparedTokenizer, path: Path, pr
     if precision is Precision.FP16:
         graph.half_encoder()
     sample = encoder_inputs(tokenizer, _CHECK_SENTENCES)
+    _log.info("exporting %d of %d encoder layers", len(graph.layers), len(bert.encoder.layer))
+    if plan.deployment.runtime is Runtime.TORCH:
+        _write_torchscript(graph, sample, path)
+        got = _torchscript_output(path, check, precision)
+    else:
+        _write_onnx(graph, sample, path, plan.pooling)
+        if precision is Precision.INT8:
+            _quantize(path)
+        got = _onnx_output(path, check)
+    _validate(got, want, precision)
+    return int(graph.head.pooling.output_dim(len(plan.layers) * bert.config.hidden_size))
+
+
+def _write_onnx(graph: EncoderGraph, sample: dict[str, np.ndarray], path: Path, pooling: Pooling) -> None:
     dynamic = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
-    dynamic[OUTPUT_NAME] = {0: "batch", 1: "sequence"} if plan.pooling is Pooling.NONE else {0: "batch"}
-    _log.info("exporting %d of %d encoder layers to ONNX", len(graph.layers), len(bert.encoder.layer))
+    dynamic[OUTPUT_NAME] = {0: "batch", 1: "sequence"} if pooling is Pooling.NONE else {0: "batch"}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -85,10 +102,19 @@ def export_encoder(plan: ExportPlan, prepared: PreparedTokenizer, path: Path, pr
             do_constant_folding=True,
             dynamo=False,
         )
-    if precision is Precision.INT8:
-        _quantize(path)
-    _log.info("validating the ONNX graph against transformers' hidden states")
-    got = _onnx_output(path, check)
+
+
+def _write_torchscript(graph: EncoderGraph, sample: dict[str, np.ndarray], path: Path) -> None:
+    """Trace the graph on the CPU; the torch runtime loads it onto the instance's device."""
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(graph, tuple(torch.from_numpy(sample[name]) for name in INPUT_NAMES), check_trace=False)
+    traced.save(str(path))
+
+
+def _validate(got: np.ndarray, want: np.ndarray, precision: Precision) -> None:
+    """Refuse an encoder that strays from transformers: fp32 by absolute difference, others by cosine."""
+    _log.info("validating the exported encoder against transformers' hidden states")
     if precision in MIN_COSINE:
         cosines, (min_bound, mean_bound) = _cosines(got, want), MIN_COSINE[precision]
         if not (cosines.min() >= min_bound and cosines.mean() >= mean_bound):
@@ -96,14 +122,13 @@ def export_encoder(plan: ExportPlan, prepared: PreparedTokenizer, path: Path, pr
                 f"the {precision.value} graph's vectors reach cosine {cosines.min():.5f} (mean {cosines.mean():.5f}) "
                 f"to fp32, below {min_bound} (mean {mean_bound}); use fp32"
             )
-        _log.info("%s ONNX graph matches transformers (cosine min %.5f, mean %.5f)",
+        _log.info("%s encoder matches transformers (cosine min %.5f, mean %.5f)",
                   precision.value, cosines.min(), cosines.mean())
     else:
         error = float(np.abs(got - want).max())
         if not error <= TOLERANCE:
             raise ExportError(f"the exported graph differs from transformers by {error:.2e} (> {TOLERANCE}); please report this")
-        _log.info("ONNX graph matches transformers (max abs difference %.1e)", error)
-    return int(graph.head.pooling.output_dim(len(plan.layers) * bert.config.hidden_size))
+        _log.info("encoder matches transformers (max abs difference %.1e)", error)
 
 
 def _quantize(path: Path) -> None:
@@ -153,6 +178,14 @@ def _reference(bert: torch.nn.Module, graph: EncoderGraph, batch: dict[str, np.n
         features = torch.cat([hidden[i] for i in graph.indices], dim=-1)
         mask = graph.pooling_mask(tensors["input_ids"], tensors["attention_mask"])
         return graph.head(features, mask).numpy()
+
+
+def _torchscript_output(path: Path, batch: dict[str, np.ndarray], precision: Precision) -> np.ndarray:
+    """Run the saved TorchScript file as the runtime will: fp16 on a GPU when there is one (CPUs are slow at it)."""
+    device = "cuda" if precision is Precision.FP16 and torch.cuda.is_available() else "cpu"
+    module = torch.jit.load(str(path), map_location=device)
+    with torch.inference_mode():
+        return module(*(torch.from_numpy(batch[name]).to(device) for name in INPUT_NAMES)).float().cpu().numpy()
 
 
 def _onnx_output(path: Path, batch: dict[str, np.ndarray]) -> np.ndarray:

@@ -34,13 +34,13 @@ def export_model(config: ExportConfig) -> ModelInfo:
     if backend is Backend.TENSORRT:
         require_tensorrt()
     _log.info(
-        "exporting %s as %r: pooling %s over layers %s, normalize=%s, max_seq_len %d, %s for the %s backend",
+        "exporting %s as %r: pooling %s over layers %s, normalize=%s, max_seq_len %d, %s for the %s backend%s",
         plan.transformer_dir, plan.name, plan.pooling.value, list(plan.layers), plan.normalize, plan.max_seq_len,
-        plan.precision.value, backend.value,
+        plan.precision.value, backend.value, f" ({plan.deployment.runtime.value})" if backend is Backend.PYTHON else "",
     )
     prepared = build_tokenizer(plan.transformer_dir, plan.max_seq_len, plan.lowercase_input, plan.lowercase)
     with tempfile.TemporaryDirectory(prefix="bertserve-export-") as scratch:
-        encoder_file = Path(scratch) / "model.onnx"
+        encoder_file = Path(scratch) / ("model.onnx" if backend is Backend.TENSORRT else plan.deployment.encoder_file)
         # TensorRT gets the fp32 graph and lowers precision itself (with fp32 LayerNorm where needed).
         onnx_precision = Precision.FP32 if backend is Backend.TENSORRT else plan.precision
         dim = export_encoder(plan, prepared, encoder_file, onnx_precision)
@@ -59,6 +59,7 @@ def export_model(config: ExportConfig) -> ModelInfo:
             mask_cls_sep=plan.mask_cls_sep,
             precision=plan.precision.value,
             backend=backend.value,
+            runtime=plan.deployment.runtime.value if backend is Backend.PYTHON else "",
         )
         write_model(plan.repository, info, plan.deployment, encoder_file, prepared.tokenizer,
                     prepared.special_tokens, plan.overwrite)

@@ -6,6 +6,7 @@ import ctypes
 import logging
 from pathlib import Path
 
+from bertserve import contract
 from bertserve.errors import ExportError
 from bertserve.model_repository.repository import tensorrt_batch_sizes
 
@@ -53,7 +54,11 @@ def require_tensorrt() -> None:
 
 
 def build_engine(onnx_file: Path, plan_file: Path, max_batch_size: int, max_seq_len: int, fp16: bool) -> Path:
-    """Compile `onnx_file` into `plan_file` with one profile over batch 1..max and length 1..max_seq_len.
+    """Compile `onnx_file` into `plan_file` with one optimisation profile per length bucket.
+
+    The tokenizer pads each request to a bucket (`contract.length_buckets`), so
+    each profile covers the lengths above the bucket below it up to its own, and
+    is tuned for exactly that length at the batch sizes the batcher prefers.
 
     The engine is tied to the GPU model and TensorRT version it is built with:
     build it with the TensorRT of the Triton image that will serve it.
@@ -72,13 +77,15 @@ def build_engine(onnx_file: Path, plan_file: Path, max_batch_size: int, max_seq_
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, _WORKSPACE_BYTES)
     if fp16:
         config.set_flag(trt.BuilderFlag.FP16)
-    profile = builder.create_optimization_profile()
     opt_batch = tensorrt_batch_sizes(max_batch_size)[0]
-    for name in INPUT_NAMES:
-        profile.set_shape(name, (1, 1), (opt_batch, max(1, max_seq_len // 2)), (max_batch_size, max_seq_len))
-    config.add_optimization_profile(profile)
-    _log.info("building the TensorRT engine (batch up to %d, length up to %d, fp16=%s); this takes minutes",
-              max_batch_size, max_seq_len, fp16)
+    buckets = contract.length_buckets(max_seq_len)
+    for shortest, length in zip((1,) + tuple(b + 1 for b in buckets), buckets):
+        profile = builder.create_optimization_profile()
+        for name in INPUT_NAMES:
+            profile.set_shape(name, (1, shortest), (opt_batch, length), (max_batch_size, length))
+        config.add_optimization_profile(profile)
+    _log.info("building the TensorRT engine (batch up to %d, profiles for lengths %s, fp16=%s); this takes minutes",
+              max_batch_size, list(buckets), fp16)
     engine = builder.build_serialized_network(network, config)
     if engine is None:
         raise ExportError("TensorRT failed to build the engine; its log above says why")

@@ -35,6 +35,7 @@ class InstanceGroup:
     count: int = 1
     kind: str = "KIND_CPU"  # KIND_CPU, KIND_GPU, or KIND_AUTO (GPU when present)
     gpus: tuple[int, ...] = ()  # KIND_GPU only: `count` instances on each listed GPU
+    profiles: tuple[str, ...] = ()  # TensorRT only: the engine's optimisation profiles the instances may use
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ class ModelConfig:
                 count=self.instance_group.count,
                 kind=pb.ModelInstanceGroup.Kind.Value(self.instance_group.kind),
                 gpus=list(self.instance_group.gpus),
+                profile=list(self.instance_group.profiles),
             )
         if self.dynamic_batching:
             batching = self.dynamic_batching

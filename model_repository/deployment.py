@@ -11,7 +11,7 @@ from bertserve import contract
 class Backend(str, Enum):
     """The Triton backend that runs the encoder."""
 
-    PYTHON = "python"  # Python backend + ONNX Runtime: runs in the embedded server (CPU, or GPU with onnxruntime-gpu)
+    PYTHON = "python"  # Python backend (ONNX Runtime or PyTorch, see Runtime): runs in the embedded server
     ONNXRUNTIME = "onnxruntime"  # native onnxruntime_onnx backend of the NGC Triton image
     TENSORRT = "tensorrt"  # native tensorrt_plan backend, with an engine built at export time
 
@@ -21,8 +21,16 @@ class Backend(str, Enum):
         return {Backend.ONNXRUNTIME: "onnxruntime_onnx", Backend.TENSORRT: "tensorrt_plan"}.get(self)
 
     @property
-    def model_file(self) -> str:
-        return "model.plan" if self is Backend.TENSORRT else "model.onnx"
+    def native(self) -> bool:
+        """Whether Triton runs the encoder itself, batching only requests of equal shape."""
+        return self is not Backend.PYTHON
+
+
+class Runtime(str, Enum):
+    """What runs the encoder inside the Python backend."""
+
+    ONNXRUNTIME = "onnxruntime"  # model.onnx on ONNX Runtime: CPUs, or GPUs with onnxruntime-gpu
+    TORCH = "torch"  # model.pt, TorchScript on PyTorch: CUDA GPUs (fp16, scaled dot-product attention)
 
 
 # Backends the embedded server (nvidia-pytriton's tritonserver) ships.
@@ -39,7 +47,10 @@ class Deployment:
     """
 
     backend: Backend = Backend.PYTHON
+    runtime: Runtime = Runtime.ONNXRUNTIME  # Python backend only
     instances: int = 1
+    # Tokenizer instances on the CPU: a GPU encoder outruns one.
+    tokenizer_instances: int = 1
     gpus: tuple[int, ...] = ()
     tensorrt_accelerator: bool = False  # ONNX Runtime only: let its TensorRT provider run the graph
     # Python backend only: rows of a batch run in length groups padded to at most this many
@@ -54,8 +65,10 @@ class Deployment:
     max_request_bytes: int = contract.DEFAULT_MAX_REQUEST_BYTES
 
     def __post_init__(self) -> None:
-        if self.instances < 1:
-            raise ValueError(f"instances must be at least 1, got {self.instances}")
+        if self.instances < 1 or self.tokenizer_instances < 1:
+            raise ValueError(f"instances must be at least 1, got {min(self.instances, self.tokenizer_instances)}")
+        if self.runtime is Runtime.TORCH and self.backend is not Backend.PYTHON:
+            raise ValueError("the torch runtime runs in the Python backend only")
         if any(gpu < 0 for gpu in self.gpus):
             raise ValueError(f"GPU ids are 0 or more, got {list(self.gpus)}")
         if self.tensorrt_accelerator and self.backend is not Backend.ONNXRUNTIME:
@@ -66,6 +79,13 @@ class Deployment:
             raise ValueError("max_queue_size and queue_timeout are 0 (no bound) or more")
         if self.max_request_bytes < 1:
             raise ValueError(f"max_request_bytes must be at least 1, got {self.max_request_bytes}")
+
+    @property
+    def encoder_file(self) -> str:
+        """The encoder's file name in its model version folder."""
+        if self.backend is Backend.TENSORRT:
+            return "model.plan"
+        return "model.pt" if self.runtime is Runtime.TORCH else "model.onnx"
 
     @property
     def instance_kind(self) -> str:

@@ -2,8 +2,8 @@
 
     <repository>/<name>/            ensemble: strings in, vectors out; records the ModelInfo
     <repository>/<name>_tokenizer/  Python backend, the model's tokenizer.json
-    <repository>/<name>_encoder/    the encoder: Python backend running ONNX Runtime on model.onnx (embedded
-                                    server), or Triton's native onnxruntime / tensorrt backend
+    <repository>/<name>_encoder/    the encoder: Python backend running ONNX Runtime on model.onnx or PyTorch on
+                                    model.pt (embedded server), or Triton's native onnxruntime / tensorrt backend
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ def model_configs(
 ) -> tuple[ModelConfig, ModelConfig, ModelConfig]:
     """The tokenizer, encoder and ensemble configurations for `info`, served as `deployment` says."""
     tokenizer_name, encoder_name = component_names(info.name)
+    buckets = contract.length_buckets(info.max_seq_len) if deployment.backend.native else ()
     queue_bounds = {"max_queue_size": deployment.max_queue_size,
                     "queue_timeout_microseconds": int(deployment.queue_timeout * 1_000_000)}
     tokens = tuple(TensorSpec(n, "TYPE_INT64", (-1,)) for n in TOKEN_TENSORS)
@@ -65,17 +66,18 @@ def model_configs(
         max_batch_size=info.max_batch_size,
         inputs=TEXT_INPUTS,
         outputs=tokens + TOKEN_INFO,
-        instance_group=InstanceGroup(1, "KIND_CPU"),
+        instance_group=InstanceGroup(deployment.tokenizer_instances, "KIND_CPU"),
         dynamic_batching=DynamicBatching(**queue_bounds),
         parameters={
             "max_seq_len": str(info.max_seq_len),
+            **({contract.LENGTH_BUCKETS: ",".join(map(str, buckets))} if buckets else {}),
             contract.MAX_REQUEST_BYTES: str(deployment.max_request_bytes),
             "cls_token": special_tokens.cls,
             "sep_token": special_tokens.sep,
             "unk_token": special_tokens.unk,
         },
     )
-    python = deployment.backend is Backend.PYTHON
+    python, tensorrt = deployment.backend is Backend.PYTHON, deployment.backend is Backend.TENSORRT
     encoder = ModelConfig(
         name=encoder_name,
         backend="python" if python else None,
@@ -85,15 +87,17 @@ def model_configs(
         # so the dynamic batcher may merge them instead of only merging equal shapes.
         inputs=tuple(TensorSpec(t.name, t.data_type, t.dims, allow_ragged_batch=python) for t in tokens),
         outputs=(embedding,),
-        instance_group=InstanceGroup(deployment.instances, deployment.instance_kind, deployment.gpus),
+        instance_group=InstanceGroup(deployment.instances, deployment.instance_kind, deployment.gpus,
+                                     tensorrt_profiles(info.max_seq_len) if tensorrt else ()),
         dynamic_batching=DynamicBatching(
             ENCODER_QUEUE_DELAY_US,
-            # A TensorRT engine is tuned for its profile's batch sizes; elsewhere preferred sizes only add delay.
-            tensorrt_batch_sizes(info.max_batch_size) if deployment.backend is Backend.TENSORRT else (),
+            # A TensorRT engine is tuned for its profiles' batch sizes; elsewhere preferred sizes only add delay.
+            tensorrt_batch_sizes(info.max_batch_size) if tensorrt else (),
             **queue_bounds,
         ),
         tensorrt_accelerator=("FP16" if info.precision == "fp16" else "FP32") if deployment.tensorrt_accelerator else None,
-        parameters={"max_padding_ratio": str(deployment.max_padding_ratio)} if python else {},
+        parameters={"max_padding_ratio": str(deployment.max_padding_ratio),
+                    contract.ENCODER_RUNTIME: deployment.runtime.value} if python else {},
     )
     ensemble_outputs = (embedding, *TOKEN_INFO) + ((tokens[1],) if info.token_level else ())
     ensemble = ModelConfig(
@@ -116,8 +120,14 @@ def model_configs(
 
 
 def tensorrt_batch_sizes(max_batch_size: int) -> tuple[int, ...]:
-    """The batch sizes a TensorRT profile is optimised for (its `opt` and `max`), preferred by the batcher."""
+    """The batch sizes each TensorRT profile is optimised for (its `opt` and `max`), preferred by the batcher."""
     return tuple(sorted({max(1, max_batch_size // 2), max_batch_size}))
+
+
+def tensorrt_profiles(max_seq_len: int) -> tuple[str, ...]:
+    """The engine's optimisation profiles, one per length bucket: all offered to each instance, so that
+    Triton picks the one that fits a batch's shape (it would use only the first otherwise)."""
+    return tuple(str(i) for i in range(len(contract.length_buckets(max_seq_len))))
 
 
 def existing_models(repository: Path, name: str, overwrite: bool) -> list[Path]:
@@ -143,7 +153,7 @@ def write_model(
     failed export never leaves a half-written model for Triton to load.
     """
     tokenizer_cfg, encoder_cfg, ensemble_cfg = model_configs(info, deployment, special_tokens)
-    encoder_files = {deployment.backend.model_file: encoder_file}
+    encoder_files = {deployment.encoder_file: encoder_file}
     if deployment.backend is Backend.PYTHON:
         encoder_files["model.py"] = _BACKENDS / "encoder" / "model.py"
     existing = existing_models(repository, info.name, overwrite)

@@ -126,3 +126,26 @@ def test_status_command_prints_the_models(server):
     result = _run("status", "--url", server.grpc_url)
     assert result.returncode == 0, result.stderr
     assert "Triton 2.51.0" in result.stdout and f"{DEFAULT_NAME}_encoder" in result.stdout
+
+
+def test_export_with_the_torch_runtime_and_tokenizer_instances(tiny_bert_dir, tmp_path):
+    repo = tmp_path / "repo"
+    done = _run("export", str(tiny_bert_dir), "--repository", str(repo), "--name", "t", "--runtime", "torch",
+                "--tokenizer-instances", "3", "--max-seq-len", "32")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["runtime"] == "torch"
+    assert sorted(p.name for p in (repo / "t_encoder" / "1").iterdir()) == ["model.pt", "model.py"]
+    encoder = parse((repo / "t_encoder" / "config.pbtxt").read_text())
+    assert encoder.parameters["runtime"].string_value == "torch"
+    assert parse((repo / "t_tokenizer" / "config.pbtxt").read_text()).instance_group[0].count == 3
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--runtime", "torch", "--backend", "onnxruntime"], "--runtime torch runs in the python backend"),
+    (["--runtime", "torch", "--precision", "int8"], "with --runtime torch use fp16"),
+    (["--tokenizer-instances", "0"], "instances must be at least 1"),
+])
+def test_export_refuses_runtime_combinations_that_cannot_work(tiny_bert_dir, tmp_path, args, message):
+    result = _run("export", str(tiny_bert_dir), "--repository", str(tmp_path / "repo"), *args)
+    assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "repo").exists()

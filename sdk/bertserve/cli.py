@@ -79,7 +79,12 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--backend", choices=["python", "onnxruntime"],
                         help="Triton backend for an ONNX encoder: python runs in `bertserve serve`, onnxruntime in "
                              "the NGC Triton image (default: python)")
+    export.add_argument("--runtime", choices=["onnxruntime", "torch"], default="onnxruntime",
+                        help="what runs the encoder in the python backend: onnxruntime (model.onnx), or torch "
+                             "(TorchScript on PyTorch, for CUDA GPUs with --precision fp16) (default: %(default)s)")
     export.add_argument("--instances", type=int, default=1, help="encoder instances per GPU, or on the CPU (default: 1)")
+    export.add_argument("--tokenizer-instances", type=int, default=1,
+                        help="tokenizer instances on the CPU; give a GPU encoder several (default: 1)")
     export.add_argument("--gpus", help="comma-separated GPU ids for the encoder instances (default: any GPU, else CPU)")
     export.add_argument("--tensorrt-accelerator", action="store_true",
                         help="onnxruntime backend: run the graph with ONNX Runtime's TensorRT provider")
@@ -191,10 +196,14 @@ def _export(args: argparse.Namespace) -> int:
     if args.format == "tensorrt" and args.backend:
         raise BertserveError("--format tensorrt is served by the tensorrt backend; drop --backend")
     backend = export.Backend.TENSORRT if args.format == "tensorrt" else export.Backend(args.backend or "python")
+    if args.runtime == "torch" and backend is not export.Backend.PYTHON:
+        raise BertserveError("--runtime torch runs in the python backend; drop --backend and --format")
     try:
         deployment = export.Deployment(
             backend=backend,
+            runtime=export.Runtime(args.runtime),
             instances=args.instances,
+            tokenizer_instances=args.tokenizer_instances,
             gpus=tuple(int(g) for g in args.gpus.split(",")) if args.gpus else (),
             tensorrt_accelerator=args.tensorrt_accelerator,
             max_queue_size=args.max_queue_size,

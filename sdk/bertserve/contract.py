@@ -13,6 +13,9 @@ NOT_COUNTED = -1
 MAX_REQUEST_BYTES = "max_request_bytes"
 DEFAULT_MAX_REQUEST_BYTES = 32 << 20
 
+# Encoder model parameter (Python backend): what runs the exported graph, "onnxruntime" or "torch".
+ENCODER_RUNTIME = "runtime"
+
 # Backpressure defaults, per model: 512 waiting requests let 256 concurrent single-sentence clients through.
 DEFAULT_MAX_QUEUE_SIZE = 512
 DEFAULT_QUEUE_TIMEOUT = 10.0  # seconds
@@ -26,3 +29,19 @@ GRPC_RESTRICTED_PREFIX = "triton-grpc-protocol-"
 def char_budget(max_seq_len: int) -> int:
     """Characters of one item that are tokenized at most."""
     return max_seq_len * CHARS_PER_TOKEN
+
+# Tokenizer model parameter: comma-separated lengths each request is padded up to. Set when the encoder is a
+# native backend (onnxruntime, tensorrt), whose dynamic batcher merges only requests of equal shape: bucketed,
+# requests of similar length share a shape. The Python-backend encoder takes ragged requests and needs none.
+LENGTH_BUCKETS = "length_buckets"
+DEFAULT_LENGTH_BUCKETS = (16, 32, 64, 128, 256, 512)
+
+
+def length_buckets(max_seq_len: int, buckets: tuple[int, ...] = DEFAULT_LENGTH_BUCKETS) -> tuple[int, ...]:
+    """The padded lengths a model of `max_seq_len` uses: the buckets below it, and max_seq_len itself."""
+    return tuple(b for b in sorted(buckets) if b < max_seq_len) + (max_seq_len,)
+
+
+def bucket_width(width: int, buckets: tuple[int, ...]) -> int:
+    """The smallest bucket holding `width` tokens (`width` itself beyond the largest)."""
+    return next((b for b in buckets if b >= width), width)

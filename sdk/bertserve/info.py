@@ -32,6 +32,7 @@ class ModelInfo:
     mask_cls_sep: bool = False
     precision: str = "fp32"
     backend: str = "python"
+    runtime: str = "onnxruntime"  # Python backend: onnxruntime or torch; empty for a native backend
     format_version: int = FORMAT_VERSION
 
     @property
@@ -75,6 +76,7 @@ class ModelInfo:
             mask_cls_sep=raw.get("mask_cls_sep", "false") == "true",
             precision=raw.get("precision", "fp32"),
             backend=raw.get("backend", "python"),
+            runtime=raw.get("runtime", "onnxruntime"),
             format_version=int(raw.get("format_version", FORMAT_VERSION)),
         )
 

@@ -7,7 +7,7 @@ from tritonclient.grpc import model_config_pb2 as pb
 
 from bertserve.info import ModelInfo
 from bertserve.model_repository.config import parse
-from bertserve.model_repository.deployment import Backend, Deployment
+from bertserve.model_repository.deployment import Backend, Deployment, Runtime
 from bertserve.model_repository.repository import ENCODER_QUEUE_DELAY_US, model_configs
 
 
@@ -19,6 +19,7 @@ def _info(pooling: str = "mean", precision: str = "fp32") -> ModelInfo:
 DEPLOYMENTS = [
     Deployment(),
     Deployment(Backend.PYTHON, instances=2, gpus=(0, 1)),
+    Deployment(Backend.PYTHON, runtime=Runtime.TORCH, gpus=(0,), tokenizer_instances=4),
     Deployment(Backend.ONNXRUNTIME),
     Deployment(Backend.ONNXRUNTIME, instances=3, gpus=(1,), tensorrt_accelerator=True),
     Deployment(Backend.TENSORRT, gpus=(0, 2)),
@@ -29,7 +30,7 @@ def _parameters(config) -> dict[str, str]:
     return {key: value.string_value for key, value in config.parameters.items()}
 
 
-@pytest.mark.parametrize("deployment", DEPLOYMENTS, ids=lambda d: f"{d.backend.value}-{len(d.gpus)}gpus")
+@pytest.mark.parametrize("deployment", DEPLOYMENTS, ids=lambda d: f"{d.backend.value}-{d.runtime.value}-{len(d.gpus)}gpus")
 @pytest.mark.parametrize("pooling", ["mean", "none"])
 def test_configs_say_what_triton_needs(pooling, deployment):
     """Parsed back with Triton's schema: batching, ragged inputs, placement and parameters, per backend."""
@@ -39,9 +40,11 @@ def test_configs_say_what_triton_needs(pooling, deployment):
     KIND = pb.ModelInstanceGroup.Kind
 
     assert tokenizer.backend == "python" and tokenizer.HasField("dynamic_batching")
-    assert [(g.count, g.kind) for g in tokenizer.instance_group] == [(1, KIND.KIND_CPU)]
+    assert [(g.count, g.kind) for g in tokenizer.instance_group] == [(deployment.tokenizer_instances, KIND.KIND_CPU)]
+    # Native backends batch only equal shapes: their tokenizer pads each request to a length bucket.
+    buckets = {} if deployment.backend is Backend.PYTHON else {"length_buckets": "16,32,64,128"}
     assert _parameters(tokenizer) == {"max_seq_len": "128", "max_request_bytes": str(32 << 20), "cls_token": "[CLS]",
-                                      "sep_token": "[SEP]", "unk_token": "[UNK]"}
+                                      "sep_token": "[SEP]", "unk_token": "[UNK]", **buckets}
     # Backpressure on both steps: a full queue or a long wait turns a request away at once.
     for config in (tokenizer, encoder):
         policy = config.dynamic_batching.default_queue_policy
@@ -58,8 +61,13 @@ def test_configs_say_what_triton_needs(pooling, deployment):
     assert [(o.name, list(o.dims)) for o in encoder.output] == [("embedding", [-1, 768] if pooling == "none" else [768])]
     group = encoder.instance_group
     kind = KIND.KIND_GPU if deployment.gpus or deployment.backend is Backend.TENSORRT else KIND.KIND_AUTO
-    assert [(g.count, g.kind, list(g.gpus)) for g in group] == [(deployment.instances, kind, list(deployment.gpus))]
-    assert _parameters(encoder) == ({"max_padding_ratio": "1.2"} if python else {})
+    # A TensorRT engine has one profile per bucket; each instance is offered all of them.
+    profiles = ["0", "1", "2", "3"] if deployment.backend is Backend.TENSORRT else []
+    assert [(g.count, g.kind, list(g.gpus), list(g.profile)) for g in group] == [
+        (deployment.instances, kind, list(deployment.gpus), profiles)]
+    assert list(encoder.dynamic_batching.preferred_batch_size) == ([16, 32] if profiles else [])
+    assert _parameters(encoder) == (
+        {"max_padding_ratio": "1.2", "runtime": deployment.runtime.value} if python else {})
 
     assert ensemble.platform == "ensemble" and not ensemble.HasField("dynamic_batching")
     assert {k for k in _parameters(ensemble)} == {f"bertserve.{k}" for k in ModelInfo.__dataclass_fields__}
@@ -99,21 +107,16 @@ def test_ensemble_records_model_info():
 
 
 def test_native_onnxruntime_on_gpus_with_tensorrt_accelerator():
-    _, encoder, _ = model_configs(_info(precision="fp16"), DEPLOYMENTS[3])
+    (deployment,) = [d for d in DEPLOYMENTS if d.tensorrt_accelerator]
+    _, encoder, _ = model_configs(_info(precision="fp16"), deployment)
     parsed = parse(encoder.render())
     accelerator = parsed.optimization.execution_accelerators.gpu_execution_accelerator[0]
     assert accelerator.name == "tensorrt" and accelerator.parameters["precision_mode"] == "FP16"
 
 
-def test_tensorrt_plan_prefers_its_profile_batch_sizes():
-    _, encoder, _ = model_configs(_info(), DEPLOYMENTS[4])
-    parsed = parse(encoder.render())
-    assert list(parsed.dynamic_batching.preferred_batch_size) == [16, 32]
-
-
 @pytest.mark.parametrize(
     "options",
-    [{"instances": 0}, {"gpus": (-1,)}, {"backend": Backend.PYTHON, "tensorrt_accelerator": True},
+    [{"instances": 0}, {"tokenizer_instances": 0}, {"gpus": (-1,)}, {"backend": Backend.PYTHON, "tensorrt_accelerator": True},
      {"max_padding_ratio": 0.5}, {"max_queue_size": -1}, {"queue_timeout": -1.0}, {"max_request_bytes": 0}],
 )
 def test_bad_deployments_are_refused(options):

@@ -9,8 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from bertserve import Encoder
+from bertserve.export import Deployment, ExportConfig, Runtime, export_model
+from bertserve.server import TritonServer
 
-from ..conftest import DEFAULT_NAME, settled
+from ..conftest import DEFAULT_NAME, copy_model, server_config, settled
 from ..corpus import sentences
 
 
@@ -48,3 +50,22 @@ def test_dynamic_batcher_merges_concurrent_requests_of_different_lengths(server)
     assert (after[0] - requests, after[1] - inferences) == (64, 64)
     assert after[2] - executions < 64, "concurrent requests of different lengths ran one execution each"
     assert np.abs(np.stack(together) - np.stack(alone)).max() <= 1e-5
+
+
+def test_the_torch_runtime_serves_what_onnx_runtime_serves(default_home, minilm_dir, tmp_path):
+    """The same export through PyTorch (TorchScript) in the Python backend: equal vectors, on the CPU here."""
+    repo = tmp_path / "repository"
+    repo.mkdir()
+    copy_model(default_home / "repository", repo, DEFAULT_NAME)
+    export_model(ExportConfig(model_dir=minilm_dir, repository=repo, name="minilm-torch",
+                              deployment=Deployment(runtime=Runtime.TORCH)))
+    texts = sentences(64)
+    with TritonServer(server_config(repo)) as triton:
+        with Encoder(triton.grpc_url, model="minilm-torch") as enc:
+            info = enc.info()
+            torch_vectors = enc.encode(texts)
+        with Encoder(triton.grpc_url, model=DEFAULT_NAME) as enc:
+            onnx_vectors = enc.encode(texts)
+    assert (info.backend, info.runtime) == ("python", "torch")
+    assert torch_vectors.shape == onnx_vectors.shape == (64, 384)
+    assert np.abs(torch_vectors - onnx_vectors).max() <= 1e-4

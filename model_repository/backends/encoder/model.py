@@ -1,4 +1,5 @@
-"""Triton Python backend: token ids -> embeddings, with ONNX Runtime on the exported graph.
+"""Triton Python backend: token ids -> embeddings, with ONNX Runtime (model.onnx) or PyTorch (model.pt,
+TorchScript) on the exported graph, as the model's `runtime` parameter says.
 
 Requests arrive ragged (each padded to its own longest sentence). All their
 rows are sorted by real length and run in groups whose padding stays within
@@ -14,9 +15,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
+from bertserve import contract
 from bertserve.model_repository.backends.failures import answer_failure
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -39,10 +40,12 @@ def length_groups(lengths, max_ratio):
     return groups
 
 
-class TritonPythonModel:
-    def initialize(self, args):
-        config = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+class _OnnxRuntime:
+    """ONNX Runtime: the CPU, or the instance's GPU with onnxruntime-gpu."""
+
+    def __init__(self, version_dir, args, params):
+        import onnxruntime as ort
+
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = int(params.get("intra_op_threads", "0"))
@@ -55,8 +58,49 @@ class TritonPythonModel:
                 pb_utils.Logger.log_warn(
                     "GPU instance but onnxruntime has no CUDA provider; running on CPU (install onnxruntime-gpu)"
                 )
-        path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
-        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        self.session = ort.InferenceSession(str(version_dir / "model.onnx"), options, providers=providers)
+        self.device = self.session.get_providers()[0]
+
+    def run(self, feeds):
+        return self.session.run(["embedding"], feeds)[0]
+
+
+class _TorchRuntime:
+    """PyTorch on TorchScript: the instance's GPU, else the CPU."""
+
+    def __init__(self, version_dir, args, params):
+        import torch
+
+        self.torch = torch
+        device = "cpu"
+        if args["model_instance_kind"] == "GPU":
+            if torch.cuda.is_available():
+                device = f"cuda:{args['model_instance_device_id']}"
+            else:
+                pb_utils.Logger.log_warn("GPU instance but this PyTorch has no CUDA; running on CPU")
+        if params.get("intra_op_threads", "0") != "0":
+            torch.set_num_threads(int(params["intra_op_threads"]))
+        self.device = torch.device(device)
+        self.module = torch.jit.load(str(version_dir / "model.pt"), map_location=self.device).eval()
+
+    def run(self, feeds):
+        torch = self.torch
+        # The JIT's profiling executor re-specialises the graph for new shapes, and every batch has a new
+        # shape; without it each op runs as in eager PyTorch, at a steady speed.
+        with torch.inference_mode(), torch.jit.optimized_execution(False):
+            inputs = [torch.from_numpy(feeds[name]).to(self.device, non_blocking=True) for name in INPUTS]
+            return self.module(*inputs).float().cpu().numpy()
+
+
+_RUNTIMES = {"onnxruntime": _OnnxRuntime, "torch": _TorchRuntime}
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        version_dir = Path(args["model_repository"]) / args["model_version"]
+        self.runtime = _RUNTIMES[params.get(contract.ENCODER_RUNTIME, "onnxruntime")](version_dir, args, params)
         self.token_level = len(config["output"][0]["dims"]) == 2
         self.dim = config["output"][0]["dims"][-1]
         self.max_ratio = float(params.get("max_padding_ratio", DEFAULT_MAX_PADDING_RATIO))
@@ -68,7 +112,7 @@ class TritonPythonModel:
         )
         self.real_tokens = self.token_metrics.Metric(labels={"model": args["model_name"], "kind": "real"})
         self.computed_tokens = self.token_metrics.Metric(labels={"model": args["model_name"], "kind": "computed"})
-        pb_utils.Logger.log_info(f"encoder running on {self.session.get_providers()[0]}")
+        pb_utils.Logger.log_info(f"encoder running on {self.runtime.device}")
 
     def execute(self, requests):
         try:
@@ -82,7 +126,7 @@ class TritonPythonModel:
             for request in requests
         ]
         rows = [(r, i) for r, arrays in enumerate(per_request) for i in range(arrays["input_ids"].shape[0])]
-        lengths = [int(per_request[r]["attention_mask"][i].sum()) for r, i in rows]
+        lengths = [int(n) for arrays in per_request for n in arrays["attention_mask"].sum(axis=1)]
         outputs = [None] * len(rows)
         computed = 0
         for group in length_groups(lengths, self.max_ratio):
@@ -92,7 +136,7 @@ class TritonPythonModel:
                 r, i = rows[g]
                 for name in INPUTS:
                     feeds[name][slot, : lengths[g]] = per_request[r][name][i, : lengths[g]]
-            result = self.session.run(["embedding"], feeds)[0]
+            result = self.runtime.run(feeds)
             for slot, g in enumerate(group):
                 outputs[g] = result[slot]
             computed += len(group) * width

@@ -7,7 +7,9 @@ the tokens the encoder sees (after truncation) and each item's token count
 before truncation, so clients can warn about or refuse truncated input.
 
 All requests of a batch are tokenised in one fast-tokenizer call; each request
-gets its rows back, padded only to its own longest item. A request with bad
+gets its rows back, padded only to its own longest item, or, when the model
+lists length buckets (native encoder backends), up to the smallest bucket that
+holds it, so that requests of similar length have equal shapes and merge. A request with bad
 text gets an invalid-argument error (HTTP 400) that names the item; the others
 in the batch are served normally.
 
@@ -76,6 +78,8 @@ class TritonPythonModel:
         self.max_len = int(params["max_seq_len"])
         self.budget = contract.char_budget(self.max_len)
         self.max_request_bytes = int(params.get(contract.MAX_REQUEST_BYTES, contract.DEFAULT_MAX_REQUEST_BYTES))
+        buckets = params.get(contract.LENGTH_BUCKETS, "")
+        self.buckets = tuple(int(b) for b in buckets.split(",")) if buckets else ()
         self.cls, self.sep, self.unk = params["cls_token"], params["sep_token"], params["unk_token"]
         self.vocab = self.tokenizer.get_vocab()
 
@@ -158,7 +162,7 @@ class TritonPythonModel:
                 error = pb_utils.TritonError(problems[r], pb_utils.TritonError.INVALID_ARG)
                 responses.append(pb_utils.InferenceResponse(error=error))
                 continue
-            width = max(len(ids) for ids, _, _, _ in mine)
+            width = contract.bucket_width(max(len(ids) for ids, _, _, _ in mine), self.buckets)
             arrays = {
                 "input_ids": np.zeros((len(mine), width), np.int64),
                 "attention_mask": np.zeros((len(mine), width), np.int64),
