@@ -8,17 +8,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import gpu
+
 if TYPE_CHECKING:
     from .bench import Results, Row
-
-GPU_SECTION = """## GPU (FP16 encoder through Triton, BERT-base shape)
-
-**Not measured yet.** The target is at least 20,000 sentences/s at max_seq_len 20 through Triton,
-and at least 0.8× in-process PyTorch FP16 at max_seq_len 128, on one GPU, both measured in the
-same run. No GPU machine was available when the GPU export path (`--precision fp16`,
-`--backend onnxruntime`, `--format tensorrt`) and `docker compose up` were built, so there is
-no figure here yet, and none from elsewhere is quoted in its place.
-"""
 
 SWEEPS = {
     "seq_len": ("Sequence length", "tokens per sentence"),
@@ -176,5 +169,5 @@ def _markdown(results: Results, plots: dict[str, Path], base: Path) -> str:
               f"Encoder tokens computed per real token: {results.facts['padding_ratio']:.3f} with length groups, "
               f"{results.facts['padding_ratio_ungrouped']:.3f} with each batch run as one padded block "
               "(from the encoder's `bertserve_encoder_tokens_total` counters on Triton's metrics endpoint).", ""]
-    lines += [GPU_SECTION]
+    lines += [gpu.section(gpu.recorded())]
     return "\n".join(lines)
