@@ -49,7 +49,7 @@ class Settings:
 
     @classmethod
     def quick(cls) -> Settings:
-        return cls(seconds=0.5, lengths=(20,), concurrencies=(2,), request_batch=8, max_batch_size=16,
+        return cls(seconds=1.0, lengths=(20,), concurrencies=(2,), request_batch=2, max_batch_size=16,
                    inprocess_batches=(8,), tokenizer_instances=1, encoder_instances=1)
 
 

@@ -9,7 +9,9 @@ import subprocess
 import sys
 
 import numpy as np
+import openai
 import pytest
+from bert_serving.client import BertClient
 
 from bertserve import Encoder
 from bertserve.export import ExportConfig, Pooling, export_model
@@ -17,6 +19,7 @@ from bertserve.model_repository.config import parse
 from bertserve.server import free_ports
 
 from .conftest import DEFAULT_NAME, lines_until
+from .frontdoor.conftest import free_pair
 from .server.test_process import port_free
 
 BERTSERVE = [sys.executable, "-m", "bertserve.cli"]
@@ -32,12 +35,14 @@ API_KEY = "cli-test-api-key-0123456789"
 @pytest.mark.parametrize("stop, api_key", [(signal.SIGINT, None), (signal.SIGTERM, API_KEY)],
                          ids=["SIGINT, open", "SIGTERM, with an API key"])
 def test_serve_prints_its_addresses_serves_the_default_and_stops_cleanly(default_home, stop, api_key):
-    http, grpc, metrics = ports = free_ports(3)
+    http, grpc, metrics, openai_port = ports = free_ports(4)
+    bert_port = free_pair()
     env = {k: v for k, v in os.environ.items() if k != "BERTSERVE_API_KEY"}
     env["BERTSERVE_HOME"] = str(default_home)  # the default model, exported there on first use
     serve = subprocess.Popen(
         [*BERTSERVE, "serve", "--host", "127.0.0.1", "--http-port", str(http), "--grpc-port", str(grpc),
-         "--metrics-port", str(metrics), *(["--api-key", api_key] if api_key else [])],
+         "--metrics-port", str(metrics), "--openai-port", str(openai_port), "--bert-as-service-port", str(bert_port),
+         *(["--api-key", api_key] if api_key else [])],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         # A background job may inherit SIGINT ignored (Python then keeps ignoring it): give serve the default.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
@@ -48,6 +53,8 @@ def test_serve_prints_its_addresses_serves_the_default_and_stops_cleanly(default
         access = "needs the API key" if api_key else "is open (no --api-key)"
         assert banner[1:] == [f"  gRPC     127.0.0.1:{grpc}\n", f"  HTTP     http://127.0.0.1:{http}\n",
                               f"  metrics  http://127.0.0.1:{metrics}/metrics\n",
+                              f"  OpenAI   http://127.0.0.1:{openai_port}/v1/embeddings\n",
+                              f"  BertClient(port={bert_port}, port_out={bert_port + 1})\n",
                               f"  inference {access}; admin key in {default_home / 'admin-key'}\n",
                               "Press Ctrl-C to stop.\n"]
         assert len((default_home / "admin-key").read_text().strip()) >= 16
@@ -57,13 +64,21 @@ def test_serve_prints_its_addresses_serves_the_default_and_stops_cleanly(default
         with Encoder(banner[1].split()[1], timeout=30, api_key=api_key) as enc:  # the only model: no name needed
             vector = enc.encode(["hello world"])[0]
         assert vector.shape == (384,) and abs(np.linalg.norm(vector) - 1.0) < 1e-5
+        # The front doors serve the same model, behind the same key.
+        door = openai.OpenAI(base_url=f"http://127.0.0.1:{openai_port}/v1", api_key=api_key or "none", timeout=30,
+                             max_retries=0)
+        assert np.abs(np.array(door.embeddings.create(model=DEFAULT_NAME, input="hello world").data[0].embedding)
+                      - vector).max() <= 1e-5
+        with BertClient(ip="127.0.0.1", port=bert_port, port_out=bert_port + 1, timeout=30_000) as bc:
+            assert np.abs(bc.encode(["hello world"])[0] - vector).max() <= 1e-5
         serve.send_signal(stop)
         assert serve.wait(timeout=60) == 0
     finally:
         if serve.poll() is None:
             serve.kill()
     assert "bertserve: stopping" in serve.stderr.read()
-    assert all(port_free(port) for port in ports), "a port is still taken after serve stopped"
+    assert all(port_free(port) for port in (*ports, bert_port, bert_port + 1)), \
+        "a port is still taken after serve stopped"
 
 
 def test_encode_reads_a_file_and_writes_json_lines(server, tmp_path):

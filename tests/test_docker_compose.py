@@ -49,7 +49,22 @@ def test_compose_file_is_valid(compose):
     compose("config", "-q")
     compose("--profile", "cpu", "config", "-q")
     assert sorted(compose("--profile", "cpu", "config", "--services").split()) == [
-        "export", "export-cpu", "triton", "triton-cpu"]
+        "export", "export-cpu", "frontdoor", "frontdoor-cpu", "triton", "triton-cpu"]
+
+
+def test_front_door_service_talks_to_triton_once_it_is_healthy(compose):
+    services = yaml.safe_load(compose("--profile", "cpu", "config"))["services"]
+    for door, triton in [("frontdoor", "triton"), ("frontdoor-cpu", "triton-cpu")]:
+        service = services[door]
+        assert service["depends_on"] == {triton: {"condition": "service_healthy"}}
+        command = service["command"]
+        assert command[:2] == ["bertserve", "frontdoor"] and command[command.index("--url") + 1] == f"{triton}:8001"
+        assert command[command.index("--openai-port") + 1] == "8080"
+        assert command[command.index("--bert-as-service-port") + 1] == "0"  # off unless .env sets it
+        assert "/health" in " ".join(service["healthcheck"]["test"]) and service["restart"] == "unless-stopped"
+        # Triton's own services leave the front doors to this one.
+        triton_command = services[triton]["command"]
+        assert triton_command[triton_command.index("--openai-port") + 1] == "0"
 
 
 def test_gpu_service_serves_the_exported_volume_with_health_check(compose):

@@ -48,3 +48,37 @@ def test_curl_error_body_is_the_one_the_readme_shows(server, curl_example):
     empty = curl_example.replace('"data": ["First do it", "then do it right"]', '"data": ["", "then do it right"]')
     assert empty != curl_example
     assert _curl(server, empty) == shown.group(1)
+
+
+@pytest.fixture(scope="module")
+def open_door(server):
+    """The front door as `bertserve serve` starts it without --api-key."""
+    from bertserve.frontdoor import FrontDoor
+
+    from .frontdoor.conftest import door_config
+
+    with FrontDoor(door_config(server, api_key=None, bert_as_service_port=0)) as door:
+        yield door
+
+
+def test_openai_curl_example_returns_what_the_readme_says(server, open_door):
+    match = re.search(r"```sh\n(curl -s localhost:8080/v1/embeddings.*?}'\n)# (\{.*?\})\n", README, re.DOTALL)
+    assert match, "the README no longer shows the OpenAI curl example"
+    command = match.group(1).replace("localhost:8080", f"127.0.0.1:{open_door.config.openai_port}")
+    result = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=60)
+    body = json.loads(result.stdout)
+    shown = match.group(2)
+    assert f'"model":"{body["model"]}"' in shown and json.dumps(body["usage"], separators=(",", ":")) in shown
+    with Encoder(server.grpc_url, model=DEFAULT_NAME) as enc:
+        want = enc.encode(["First do it", "then do it right"])
+    assert np.abs(np.array([d["embedding"] for d in body["data"]]) - want).max() <= 1e-5
+
+
+def test_openai_python_example_runs_as_written(server, open_door):
+    block = re.search(r"```python\n(from openai import OpenAI\n.*?)\nfrom langchain_openai", README, re.DOTALL)
+    assert block, "the README no longer shows the openai example"
+    code = block.group(1).replace("localhost:8080", f"127.0.0.1:{open_door.config.openai_port}")
+    scope: dict = {}
+    exec(code, scope)
+    with Encoder(server.grpc_url, model=DEFAULT_NAME) as enc:
+        assert np.abs(np.array(scope["vectors"]) - enc.encode(["First do it"])).max() <= 1e-5

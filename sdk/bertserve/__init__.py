@@ -5,13 +5,14 @@
 """
 
 from . import errors
-from .client import Encoder, TruncationWarning
+from .client import Encoded, Encoder, TruncationWarning
 from .info import ModelInfo
 from .status import ClientStatus, ModelStatus, ServerStatus
 
 __version__ = "0.1.0"
 __all__ = [
     "ClientStatus",
+    "Encoded",
     "Encoder",
     "ModelInfo",
     "ModelStatus",

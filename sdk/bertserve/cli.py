@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
@@ -121,8 +122,32 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--admin-key", default=os.environ.get("BERTSERVE_ADMIN_KEY"),
                        help="key for the admin APIs (default: $BERTSERVE_ADMIN_KEY, else a new one at each start, "
                             "written to $BERTSERVE_HOME/admin-key)")
+    _front_door_options(serve, 8080)
     serve.set_defaults(run=_serve)
+
+    door = commands.add_parser("frontdoor", help="serve the OpenAI API and bert-as-service's protocol in front of "
+                                                 "a running Triton server (`serve` starts one itself)")
+    _client_options(door, timeout=60.0)
+    door.add_argument("--host", default="0.0.0.0", help="address to listen on (default: %(default)s)")
+    door.add_argument("--model", dest="bert_as_service_model", metavar="NAME",
+                      help="the model BertClient gets (default: the one served)")
+    door.add_argument("--max-request-bytes", type=int, default=contract.DEFAULT_MAX_REQUEST_BYTES,
+                      help="largest OpenAI request body (default: %(default)s)")
+    door.add_argument("--openai-port", type=int, default=8080, help="0: off (default: %(default)s)")
+    door.add_argument("--bert-as-service-port", type=int, default=0, metavar="PORT",
+                      help="requests on PORT, results on PORT+1 (default: off)")
+    door.set_defaults(run=_frontdoor)
     return parser
+
+
+def _front_door_options(parser: argparse.ArgumentParser, openai_default: int) -> None:
+    parser.add_argument("--openai-port", type=int, default=openai_default,
+                        help="port of the OpenAI-compatible API, POST /v1/embeddings (0: off; default: %(default)s)")
+    parser.add_argument("--bert-as-service-port", type=int, default=0, metavar="PORT",
+                        help="speak bert-as-service's protocol for BertClient on PORT (requests) and PORT+1 "
+                             "(results), as bert-serving-start -port PORT -port_out PORT+1 (default: off)")
+    parser.add_argument("--bert-as-service-model", metavar="NAME",
+                        help="the model BertClient gets (default: the one served, else the default model)")
 
 
 def _client_options(parser: argparse.ArgumentParser, timeout: float) -> None:
@@ -248,28 +273,66 @@ def _serve(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise BertserveError(str(exc)) from None
+    door_config = None
+    if args.openai_port or args.bert_as_service_port:
+        frontdoor = _server_extra("bertserve.frontdoor")
+        try:
+            door_config = frontdoor.FrontDoorConfig(
+                triton_url=f"localhost:{args.grpc_port}", host=args.host, openai_port=args.openai_port,
+                bert_as_service_port=args.bert_as_service_port,
+                bert_as_service_model=args.bert_as_service_model or _default_door_model(repository),
+                api_key=args.api_key or None)
+        except ValueError as exc:
+            raise BertserveError(str(exc)) from None
     # SIGTERM (docker stop, kill) shuts down as cleanly as Ctrl-C.
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    with server.TritonServer(config) as triton:
+    with server.TritonServer(config) as triton, contextlib.ExitStack() as doors:
+        door = doors.enter_context(frontdoor.FrontDoor(door_config)) if door_config else None
         key_file = server.write_admin_key(triton.admin_key)
-        print(
-            f"bertserve: ready, serving {repository}\n"
-            f"  gRPC     {triton.grpc_url}\n"
-            f"  HTTP     {triton.http_url}\n"
-            f"  metrics  {triton.metrics_url}\n"
-            f"  inference {'needs the API key' if config.api_key else 'is open (no --api-key)'}; "
-            f"admin key in {key_file}\n"
-            "Press Ctrl-C to stop.",
-            flush=True,
-        )
+        lines = [f"bertserve: ready, serving {repository}", f"  gRPC     {triton.grpc_url}",
+                 f"  HTTP     {triton.http_url}", f"  metrics  {triton.metrics_url}"]
+        if door and door.openai_url:
+            lines.append(f"  OpenAI   {door.openai_url}/embeddings")
+        if door_config and door_config.bert_as_service_port:
+            port, port_out = door_config.bert_as_service_ports
+            lines.append(f"  BertClient(port={port}, port_out={port_out})")
+        lines += [f"  inference {'needs the API key' if config.api_key else 'is open (no --api-key)'}; "
+                  f"admin key in {key_file}", "Press Ctrl-C to stop."]
+        print("\n".join(lines), flush=True)
         try:
-            while triton.is_alive():
+            while triton.is_alive() and (door is None or door.is_alive()):
                 time.sleep(0.5)
         except KeyboardInterrupt:
             print("bertserve: stopping", file=sys.stderr, flush=True)
             return 0
+        if door is not None and not door.is_alive():
+            raise BertserveError(f"the front door exited unexpectedly; its log ends with:\n{door.logs()[-2000:]}")
         tail = "\n".join(triton.logs().splitlines()[-20:])
         raise BertserveError(f"tritonserver exited unexpectedly; its log ends with:\n{tail}")
+
+
+def _default_door_model(repository: Path) -> Optional[str]:
+    """BertClient's model when none is named: the default model if the repository holds it."""
+    from bertserve.server import DEFAULT_MODEL_NAME
+
+    return DEFAULT_MODEL_NAME if (Path(repository) / DEFAULT_MODEL_NAME).is_dir() else None
+
+
+def _frontdoor(args: argparse.Namespace) -> int:
+    frontdoor = _server_extra("bertserve.frontdoor")
+    from bertserve.frontdoor.service import run
+
+    if args.protocol == "http" or args.url.startswith("http"):
+        raise BertserveError("the front door talks to Triton over gRPC; give its gRPC address (e.g. localhost:8001)")
+    try:
+        config = frontdoor.FrontDoorConfig(
+            triton_url=args.url, host=args.host, openai_port=args.openai_port,
+            bert_as_service_port=args.bert_as_service_port, bert_as_service_model=args.bert_as_service_model,
+            api_key=args.api_key or None, timeout=args.timeout, max_request_bytes=args.max_request_bytes)
+    except ValueError as exc:
+        raise BertserveError(str(exc)) from None
+    run(config)
+    return 0
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:

@@ -37,6 +37,17 @@ class TruncationWarning(UserWarning):
 
 
 @dataclass(frozen=True)
+class Encoded:
+    """Vectors, and what the tokenizer reported of each input (for usage accounting and truncation notices)."""
+
+    vectors: Any  # as `encode` returns them
+    token_counts: np.ndarray  # tokens before truncation; contract.NOT_COUNTED when longer than it could count
+    truncated: np.ndarray  # bool per input: longer than max_seq_len, cut on the right
+    tokens_seen: int  # tokens the model ran over, [CLS]/[SEP] included (after truncation)
+    tokens: Optional[list[list[str]]] = None  # with show_tokens: the tokens the model saw
+
+
+@dataclass(frozen=True)
 class _Batch:
     """One request's worth of input, as tensors for the ensemble."""
 
@@ -126,21 +137,35 @@ class Encoder:
         """
         if output not in ("ndarray", "list"):
             raise InvalidInputError(f"output must be 'ndarray' or 'list', got {output!r}")
-        info = self.info()
-        if padded and not info.token_level:
-            raise InvalidInputError(f"padded=True is for token-level models; {info.name!r} pools to one vector per input")
-        batches = _batches(texts, is_tokenized, self._request_size(info))
-        outputs = ["embedding", "token_count"] + (["tokens"] if show_tokens else [])
-        outputs += ["attention_mask"] if info.token_level else []
-        results = self._run(info.name, batches, outputs, progress)
+        info, results = self._encode(texts, is_tokenized, show_tokens, padded, progress)
         self._check_truncation(info, results, truncate)
         vectors = _assemble(info, results, padded, normalize)
         if output == "list":
             vectors = _to_list(vectors)
         if show_tokens:
-            tokens = [[t.decode("utf-8") for t in row if t] for result in results for row in result["tokens"]]
-            return vectors, tokens
+            return vectors, _tokens(results)
         return vectors
+
+    def encode_detailed(
+        self, texts: Sequence[Any], *, is_tokenized: bool = False, show_tokens: bool = False, padded: bool = False,
+        normalize: bool = False,
+    ) -> Encoded:
+        """`encode`, returning with the vectors what the tokenizer reported: token counts, truncation, and
+        (`show_tokens`) the tokens themselves.
+
+        Input longer than max_seq_len is truncated and marked in `truncated`,
+        without a warning: the caller decides what to tell its own users.
+        """
+        info, results = self._encode(texts, is_tokenized, show_tokens, padded, None)
+        counts = np.concatenate([r["token_count"].reshape(-1) for r in results])
+        truncated = (counts > info.max_seq_len) | (counts == contract.NOT_COUNTED)
+        return Encoded(
+            vectors=_assemble(info, results, padded, normalize),
+            token_counts=counts,
+            truncated=truncated,
+            tokens_seen=int(np.where(truncated, info.max_seq_len, counts).sum()),
+            tokens=_tokens(results) if show_tokens else None,
+        )
 
     async def aencode(self, texts: Sequence[Any], **options: Any) -> Any:
         """`encode` for asyncio: the blocking calls run in a worker thread, never on the event loop."""
@@ -249,6 +274,17 @@ class Encoder:
         return f"Encoder({str(self.address)!r}, model={self._model!r})"
 
     # -- internals ----------------------------------------------------------
+
+    def _encode(
+        self, texts: Sequence[Any], is_tokenized: bool, show_tokens: bool, padded: bool, progress: Optional[bool]
+    ) -> tuple[ModelInfo, list[dict[str, np.ndarray]]]:
+        info = self.info()
+        if padded and not info.token_level:
+            raise InvalidInputError(f"padded=True is for token-level models; {info.name!r} pools to one vector per input")
+        batches = _batches(texts, is_tokenized, self._request_size(info))
+        outputs = ["embedding", "token_count"] + (["tokens"] if show_tokens else [])
+        outputs += ["attention_mask"] if info.token_level else []
+        return info, self._run(info.name, batches, outputs, progress)
 
     def _request_size(self, info: ModelInfo) -> int:
         return min(self._batch_size or info.max_batch_size, info.max_batch_size)
@@ -427,6 +463,10 @@ def _assemble(info: ModelInfo, results: list[dict[str, np.ndarray]], padded: boo
         block[i, : len(m)] = _l2(v) if normalize else v
         mask[i, : len(m)] = m
     return block, mask
+
+
+def _tokens(results: list[dict[str, np.ndarray]]) -> list[list[str]]:
+    return [[t.decode("utf-8") for t in row if t] for result in results for row in result["tokens"]]
 
 
 def _l2(vectors: np.ndarray) -> np.ndarray:

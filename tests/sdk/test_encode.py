@@ -83,3 +83,14 @@ def test_token_level_vectors_have_one_row_per_real_token(server, repository):
     for v, p in zip(vectors[:2], pooled[:2]):
         mean = v.mean(axis=0)
         assert np.abs(mean / np.linalg.norm(mean) - p).max() <= 1e-4
+
+
+def test_encode_detailed_reports_tokens_counts_and_truncation(encoder):
+    texts = ["hello world", "word " * 300, "a ||| b"]
+    detailed = encoder.encode_detailed(texts, show_tokens=True)
+    vectors, tokens = encoder.encode(texts, show_tokens=True)
+    assert np.abs(detailed.vectors - vectors).max() == 0 and detailed.tokens == tokens
+    assert detailed.token_counts.tolist() == [4, 302, 5]  # before truncation, [CLS]/[SEP] included
+    assert detailed.truncated.tolist() == [False, True, False]
+    assert detailed.tokens_seen == sum(len(t) for t in tokens) == 4 + 256 + 5
+    assert encoder.encode_detailed(texts).tokens is None

@@ -1,0 +1,183 @@
+"""The OpenAI-compatible API through its real clients (the `openai` package, curl) against a real server."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import openai
+import pytest
+
+from bertserve import Encoder
+from bertserve.frontdoor import FrontDoor
+
+from ..conftest import DEFAULT_NAME, STREAM_NAME, TOKENS_NAME
+from ..corpus import sentences
+from .conftest import API_KEY, door_config
+
+TEXTS = sentences(32)
+
+
+@pytest.fixture(scope="module")
+def client(door):
+    return openai.OpenAI(base_url=door.openai_url, api_key=API_KEY, timeout=60, max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def sdk(server):
+    with Encoder(server.grpc_url, model=DEFAULT_NAME) as encoder:
+        yield encoder
+
+
+def test_float_vectors_equal_the_sdks_and_usage_counts_real_tokens(client, sdk):
+    response = client.embeddings.create(model=DEFAULT_NAME, input=TEXTS, encoding_format="float")
+    got = np.array([item.embedding for item in response.data], np.float32)
+    want, tokens = sdk.encode(TEXTS, show_tokens=True)
+    assert [item.index for item in response.data] == list(range(len(TEXTS)))
+    assert {item.object for item in response.data} == {"embedding"} and response.object == "list"
+    assert response.model == DEFAULT_NAME
+    assert np.abs(got - want).max() <= 1e-5
+    # The tokens the model saw, [CLS]/[SEP] included, after truncation to max_seq_len.
+    assert response.usage.prompt_tokens == response.usage.total_tokens == sum(len(t) for t in tokens)
+
+
+def test_base64_is_little_endian_float32(client, sdk):
+    response = client.embeddings.create(model=DEFAULT_NAME, input=TEXTS[:4], encoding_format="base64")
+    got = np.stack([np.frombuffer(base64.b64decode(item.embedding), "<f4") for item in response.data])
+    assert np.abs(got - sdk.encode(TEXTS[:4])).max() <= 1e-5
+
+
+def test_the_python_clients_default_path_decodes(client, sdk):
+    """openai-python asks for base64 by default and decodes it itself."""
+    response = client.embeddings.create(model=DEFAULT_NAME, input="one sentence")
+    assert np.abs(np.array(response.data[0].embedding) - sdk.encode(["one sentence"])[0]).max() <= 1e-5
+
+
+@pytest.mark.parametrize("dimensions", [1, 64, 383, 384])
+def test_dimensions_keep_the_first_values_renormalised(client, sdk, dimensions):
+    response = client.embeddings.create(model=DEFAULT_NAME, input=TEXTS[:3], dimensions=dimensions,
+                                        encoding_format="float")
+    got = np.array([item.embedding for item in response.data])
+    full = sdk.encode(TEXTS[:3])[:, :dimensions]
+    assert got.shape == (3, dimensions)
+    assert np.abs(got - full / np.linalg.norm(full, axis=1, keepdims=True)).max() <= 1e-5
+
+
+def test_2048_inputs_come_back_complete_and_in_order(client, sdk):
+    texts = [f"sentence number {i} about {TEXTS[i % len(TEXTS)][:40]}" for i in range(2048)]
+    response = client.embeddings.create(model=DEFAULT_NAME, input=texts, encoding_format="float")
+    assert [item.index for item in response.data] == list(range(2048))
+    got = np.array([item.embedding for item in response.data], np.float32)
+    assert np.abs(got - sdk.encode(texts)).max() <= 1e-5
+
+
+@pytest.mark.parametrize("call, status, code", [
+    (dict(model="no-such-model", input="x"), 404, "model_not_found"),
+    (dict(model=DEFAULT_NAME, input=[]), 400, "empty_input"),
+    (dict(model=DEFAULT_NAME, input=""), 400, "empty_input"),
+    (dict(model=DEFAULT_NAME, input=["fine", "  "]), 400, "empty_input"),
+    (dict(model=DEFAULT_NAME, input=["x"] * 2049), 400, "too_many_inputs"),
+    (dict(model=DEFAULT_NAME, input=[[101, 2023, 102]]), 400, "token_ids_unsupported"),
+    (dict(model=DEFAULT_NAME, input="x", dimensions=385), 400, "invalid_value"),
+    (dict(model=DEFAULT_NAME, input="x", dimensions=0), 400, "invalid_value"),
+    (dict(model=TOKENS_NAME, input="x"), 400, "model_not_pooled"),
+], ids=["unknown model", "empty list", "empty string", "blank item", "2049 inputs", "token ids", "dims too large",
+        "dims zero", "token-level model"])
+def test_client_mistakes_get_openai_errors(client, call, status, code):
+    with pytest.raises(openai.APIStatusError) as raised:
+        client.embeddings.create(**call)
+    assert raised.value.status_code == status
+    assert raised.value.body["code"] == code and raised.value.body["message"]
+    assert raised.value.body["type"] == "invalid_request_error"
+
+
+def test_a_wrong_or_missing_key_is_401(door):
+    for key in ("wrong-key", ""):
+        bad = openai.OpenAI(base_url=door.openai_url, api_key=key or "x", timeout=30, max_retries=0,
+                            default_headers={} if key else {"Authorization": ""})
+        with pytest.raises(openai.AuthenticationError) as raised:
+            bad.embeddings.create(model=DEFAULT_NAME, input="x")
+        assert raised.value.body["code"] == "invalid_api_key"
+
+
+def test_models_lists_what_is_served(client):
+    assert {DEFAULT_NAME, TOKENS_NAME, STREAM_NAME} <= {model.id for model in client.models.list()}
+
+
+def _curl(door, path, *args):
+    done = subprocess.run(["curl", "-s", "-w", "\n%{http_code}", "--max-time", "60",
+                           door.openai_url.removesuffix("/v1") + path, *args], capture_output=True, text=True, timeout=90)
+    body, _, status = done.stdout.rpartition("\n")
+    return int(status), body
+
+
+AUTH = ["-H", f"Authorization: Bearer {API_KEY}", "-H", "Content-Type: application/json"]
+
+
+def test_curl_gets_the_same_vectors(door, sdk):
+    status, body = _curl(door, "/v1/embeddings", *AUTH, "-d",
+                         json.dumps({"model": DEFAULT_NAME, "input": TEXTS[:2]}))
+    assert status == 200
+    got = np.array([item["embedding"] for item in json.loads(body)["data"]], np.float32)
+    assert np.abs(got - sdk.encode(TEXTS[:2])).max() <= 1e-5
+
+
+@pytest.mark.parametrize("data, status, code", [
+    ("{not json", 400, "invalid_json"),
+    ("[1, 2]", 422, "invalid_body"),
+    (json.dumps({"model": DEFAULT_NAME}), 422, "missing"),
+    (json.dumps({"input": "x"}), 422, "missing"),
+    (json.dumps({"model": DEFAULT_NAME, "input": 42}), 422, "invalid_type"),
+    (json.dumps({"model": DEFAULT_NAME, "input": ["ok", None]}), 422, "invalid_type"),
+    (json.dumps({"model": DEFAULT_NAME, "input": "x", "encoding_format": "int8"}), 400, "invalid_value"),
+    (json.dumps({"model": DEFAULT_NAME, "input": "x", "dimensions": "64"}), 422, "invalid_type"),
+])
+def test_curl_bad_bodies_are_4xx_with_an_openai_error(door, data, status, code):
+    got, body = _curl(door, "/v1/embeddings", *AUTH, "-d", data)
+    assert got == status
+    assert json.loads(body)["error"]["code"] == code
+
+
+def test_a_body_over_the_limit_is_413(door, tmp_path):
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps({"model": DEFAULT_NAME, "input": ["word " * 1000] * 7000}))  # ~35 MB
+    status, body = _curl(door, "/v1/embeddings", *AUTH, "--data-binary", f"@{big}")
+    assert status == 413 and json.loads(body)["error"]["code"] == "request_too_large"
+
+
+def test_over_long_input_is_truncated_and_says_so(door, sdk):
+    long = "word " * 600
+    status, _ = _curl(door, "/v1/embeddings", *AUTH, "-d", json.dumps({"model": DEFAULT_NAME, "input": [long, "x"]}))
+    assert status == 200
+    done = subprocess.run(["curl", "-s", "-D", "-", "-o", "/dev/null", *AUTH, "-d",
+                           json.dumps({"model": DEFAULT_NAME, "input": [long, "x"]}),
+                           door.openai_url + "/embeddings"], capture_output=True, text=True, timeout=90)
+    assert "bertserve-truncated-inputs: 1" in done.stdout.lower()
+
+
+def test_health_reflects_real_readiness_and_needs_no_key(door):
+    status, body = _curl(door, "/health")
+    assert status == 200 and json.loads(body) == {"status": "ready"}
+
+
+def test_unknown_routes_and_methods_are_4xx(door):
+    assert _curl(door, "/v1/completions", *AUTH, "-d", "{}")[0] == 404
+    assert _curl(door, "/v1/embeddings", *AUTH)[0] == 405
+
+
+def test_health_turns_503_when_a_backend_process_is_dead(throwaway_server):
+    """Triton's own readiness stays true with a dead backend; the front door's health runs a real inference."""
+    from ..reliability.conftest import backend_pid
+
+    with FrontDoor(door_config(throwaway_server, bert_as_service_port=0)) as front:
+        assert _curl(front, "/health")[0] == 200
+        os.kill(backend_pid(throwaway_server, f"{DEFAULT_NAME}_encoder"), signal.SIGKILL)  # no supervisor here
+        time.sleep(2.5)  # past the cached answer
+        status, body = _curl(front, "/health")
+        assert status == 503 and json.loads(body)["error"]["code"] == "not_ready"
+        assert "Traceback" not in body
