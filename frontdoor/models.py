@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Optional, TypeVar
@@ -21,6 +22,7 @@ class Models:
     def __init__(self, config: FrontDoorConfig) -> None:
         self.config = config
         self._encoders: dict[str, Encoder] = {}
+        self._lock = threading.Lock()
         self._names: tuple[float, list[str]] = (0.0, [])
         self._ready: tuple[float, Optional[str]] = (0.0, None)
         # Blocking gRPC calls run here, never on the event loop.
@@ -33,12 +35,14 @@ class Models:
     def encoder(self, name: Optional[str] = None) -> Encoder:
         """The encoder of model `name` (default: the bert-as-service model, else the one served)."""
         name = name or self.config.bert_as_service_model or self._only()
-        if name not in self._encoders:
+        encoder = self._encoders.get(name)
+        if encoder is None:
             if name not in self.names():
                 raise ModelNotFoundError(f"no model {name!r} is served here; GET /v1/models lists them")
-            self._encoders[name] = Encoder(self.config.triton_url, model=name, timeout=self.config.timeout,
-                                           api_key=self.config.api_key)
-        return self._encoders[name]
+            with self._lock:
+                encoder = self._encoders.setdefault(name, Encoder(
+                    self.config.triton_url, model=name, timeout=self.config.timeout, api_key=self.config.api_key))
+        return encoder
 
     def names(self) -> list[str]:
         """The bertserve embedding models Triton serves and has ready."""

@@ -63,19 +63,8 @@ def create_app(config: FrontDoorConfig, models: Models) -> Starlette:
         _authorize(request, config)
         body = await _read_json(request, config.max_request_bytes)
         texts, name, encoding_format, dimensions = _parse(body)
-        try:
-            encoder = await models.call(models.encoder, name)
-            info = await models.call(encoder.info)
-        except ModelNotFoundError:
-            raise _Refusal(404, f"The model '{name}' does not exist; GET /v1/models lists the served models",
-                           param="model", code="model_not_found") from None
-        if info.token_level:
-            raise _Refusal(400, f"The model '{name}' returns one vector per token; /v1/embeddings serves models "
-                                "that pool to one vector per input", param="model", code="model_not_pooled")
-        if dimensions is not None and not 1 <= dimensions <= info.dim:
-            raise _Refusal(400, f"dimensions must be between 1 and the model's {info.dim}, got {dimensions}",
-                           param="dimensions", code="invalid_value")
-        encoded = await models.call(encoder.encode_detailed, texts)
+        # One trip to the worker threads for the lookup, the checks and the encoding.
+        info, encoded = await models.call(_encode, models, name, texts, dimensions)
         vectors = np.asarray(encoded.vectors, dtype=np.float32)
         if dimensions is not None and dimensions < info.dim:
             vectors = vectors[:, :dimensions]
@@ -131,6 +120,22 @@ async def _not_found(request: Request, exc: Exception) -> Response:
 
 async def _not_allowed(request: Request, exc: Exception) -> Response:
     return _error(_Refusal(405, f"{request.method} is not allowed on {request.url.path}", code="method_not_allowed"))
+
+
+def _encode(models: Models, name: str, texts: list[str], dimensions: Optional[int]) -> tuple[Any, Any]:
+    try:
+        encoder = models.encoder(name)
+        info = encoder.info()
+    except ModelNotFoundError:
+        raise _Refusal(404, f"The model '{name}' does not exist; GET /v1/models lists the served models",
+                       param="model", code="model_not_found") from None
+    if info.token_level:
+        raise _Refusal(400, f"The model '{name}' returns one vector per token; /v1/embeddings serves models "
+                            "that pool to one vector per input", param="model", code="model_not_pooled")
+    if dimensions is not None and not 1 <= dimensions <= info.dim:
+        raise _Refusal(400, f"dimensions must be between 1 and the model's {info.dim}, got {dimensions}",
+                       param="dimensions", code="invalid_value")
+    return info, encoder.encode_detailed(texts)
 
 
 def _refusal(exc: Exception) -> _Refusal:

@@ -32,7 +32,8 @@ async def _serve(config: FrontDoorConfig) -> None:
     if config.openai_port:
         server = uvicorn.Server(uvicorn.Config(
             create_app(config, models), host=config.host, port=config.openai_port, log_level="warning",
-            lifespan="off", timeout_graceful_shutdown=5, server_header=False))
+            lifespan="off", timeout_graceful_shutdown=5, server_header=False,
+            timeout_keep_alive=30))  # clients keep pooled connections open between calls
         server.install_signal_handlers = lambda: None  # stopping is ours: both doors close together
         tasks.append(asyncio.create_task(server.serve()))
     if config.bert_as_service_port:

@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import base64
+import http.client
+import json
 import logging
 import os
 import platform
 import re
 import tempfile
+import threading
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import numpy as np
+import openai
+
 from bertserve import Encoder
 from bertserve.export import Deployment, ExportConfig, Precision, export_model
+from bertserve.frontdoor import FrontDoor, FrontDoorConfig
 from bertserve.server import DEFAULT_MODEL_NAME, ServerConfig, TritonServer, default_model_dir, free_ports
 
 from . import report, workload
@@ -199,8 +208,33 @@ def run(settings: Settings, out: Path, repository: Optional[Path] = None) -> Res
                 sdk64 = results.add("headline", sdk.format("gRPC"), "batch 64", 64,
                                     measure(_sdk_call(grpc_sdk, texts[:64])), st64)
                 sdk1 = results.add("headline", sdk.format("gRPC"), "batch 1", 1, measure(_sdk_call(grpc_sdk, single)), st1)
-                results.add("headline", sdk.format("gRPC"), "16 clients x batch 1", 16,
-                            measure(_sdk_call(grpc_sdk, single), clients=16), st64)
+                sdk16 = results.add("headline", sdk.format("gRPC"), "16 clients x batch 1", 16,
+                                    measure(_sdk_call(grpc_sdk, single), clients=16), st64)
+
+                # -- the OpenAI front door, through the openai package, next to the SDK ---------------
+                with FrontDoor(FrontDoorConfig(triton_url=server.grpc_url, host="127.0.0.1",
+                                               openai_port=free_ports(1)[0])) as door:
+                    client = openai.OpenAI(base_url=door.openai_url, api_key="none", timeout=60, max_retries=0)
+                    doors = "OpenAI API (front door, {})"
+                    door64 = {fmt: results.add("frontdoor", doors.format(fmt), "batch 64", 64,
+                                               measure(_openai_call(client, texts[:64], fmt)), st64)
+                              for fmt in ("base64", "float")}
+                    door16 = results.add("frontdoor", doors.format("base64"), "16 clients x batch 1", 16,
+                                         measure(_openai_call(client, single, "base64"), clients=16), st64)
+                    # The door's own cost, without the openai package's: a keep-alive HTTP connection per thread.
+                    plain = _PlainHttpClient(door.openai_url)
+                    plain_name = doors.format("base64, plain HTTP client")
+                    plain64 = results.add("frontdoor", plain_name, "batch 64", 64, measure(plain.call(texts[:64])), st64)
+                    plain16 = results.add("frontdoor", plain_name, "16 clients x batch 1", 16,
+                                          measure(plain.call(single), clients=16), st64)
+                sdk_rate = {64: sdk64.result.sentences_per_s, 16: sdk16.result.sentences_per_s}
+                results.facts.update(
+                    frontdoor_batch64_vs_sdk=plain64.result.sentences_per_s / sdk_rate[64],
+                    frontdoor_16_vs_sdk=plain16.result.sentences_per_s / sdk_rate[16],
+                    openai_batch64_vs_sdk=door64["base64"].result.sentences_per_s / sdk_rate[64],
+                    openai_16_vs_sdk=door16.result.sentences_per_s / sdk_rate[16],
+                    float_vs_base64=door64["float"].result.sentences_per_s / door64["base64"].result.sentences_per_s,
+                )
                 results.add("headline", sdk.format("HTTP"), "batch 64", 64, measure(_sdk_call(http_sdk, texts[:64])), st64)
                 many = (texts * (settings.many // len(texts) + 1))[: settings.many]
                 results.add("headline", sdk.format("gRPC"), f"{settings.many:,} per call (64 x 4 in flight)",
@@ -255,6 +289,7 @@ def run(settings: Settings, out: Path, repository: Optional[Path] = None) -> Res
                 ratio = (after["computed"] - before["computed"]) / real if real else float("nan")
                 results.facts["padding_ratio" if mixed_model == model else "padding_ratio_ungrouped"] = ratio
 
+        results.facts["unstable"] = [point for analyzer in pa.values() for point in analyzer.unstable]
         results.keep_faster(st64, measure(st.encoder(texts[:64])))
         results.keep_faster(st1, measure(st.encoder(single)))
         results.facts.update(
@@ -273,6 +308,42 @@ def _timer(seconds: float) -> Callable[..., Measurement]:
 
 def _sdk_call(encoder: Encoder, batch: list[str]) -> Callable[[], int]:
     return lambda: len(encoder.encode(batch, progress=False))
+
+
+class _PlainHttpClient:
+    """POST /v1/embeddings (base64) with the standard library, one keep-alive connection per thread."""
+
+    def __init__(self, base_url: str) -> None:
+        address = urllib.parse.urlsplit(base_url)
+        self._host, self._port, self._path = address.hostname, address.port, address.path + "/embeddings"
+        self._local = threading.local()
+
+    def call(self, batch: list[str]) -> Callable[[], int]:
+        body = json.dumps({"model": DEFAULT_MODEL_NAME, "input": batch, "encoding_format": "base64"}).encode()
+
+        def post() -> int:
+            connection = getattr(self._local, "connection", None)
+            try:
+                if connection is None:
+                    raise ConnectionError("no connection yet")
+                connection.request("POST", self._path, body, {"Content-Type": "application/json"})
+                response = connection.getresponse()
+            except (ConnectionError, http.client.HTTPException):  # none yet, or closed by the server while idle
+                connection = self._local.connection = http.client.HTTPConnection(self._host, self._port, timeout=60)
+                connection.request("POST", self._path, body, {"Content-Type": "application/json"})
+                response = connection.getresponse()
+            answer = response.read()
+            if response.status != 200:
+                raise RuntimeError(f"the front door answered {response.status}: {answer[:200]!r}")
+            rows = json.loads(answer)["data"]
+            return len([np.frombuffer(base64.b64decode(row["embedding"]), "<f4") for row in rows])
+
+        return post
+
+
+def _openai_call(client: Any, batch: list[str], encoding_format: str) -> Callable[[], int]:
+    return lambda: len(client.embeddings.create(model=DEFAULT_MODEL_NAME, input=batch,
+                                                encoding_format=encoding_format).data)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

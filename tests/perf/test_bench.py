@@ -10,7 +10,7 @@ import json
 import logging
 
 from perf.bench import main
-from perf.report import SWEEPS
+from perf.report import FRONTDOOR_TITLE, SWEEPS
 
 from .markdown import tables
 
@@ -38,7 +38,7 @@ def test_quick_bench_table_states_what_it_measured(tmp_path, variants_repository
     data = json.loads((tmp_path / "results.json").read_text())
     rows, facts = data["rows"], data["facts"]
     assert {row["system"] for row in rows if row["sweep"] == "headline"} == SYSTEMS
-    assert {"seq_len", "batch", "clients", "layer", "mixed"} <= {row["sweep"] for row in rows}
+    assert {"seq_len", "batch", "clients", "layer", "mixed", "frontdoor"} <= {row["sweep"] for row in rows}
     assert all(row["sentences_per_s"] > 0 and 0 < row["p50_ms"] <= row["p99_ms"] for row in rows)
     for plot in ("headline", "seq_len", "batch", "clients", "layer"):
         assert (tmp_path / f"{plot}.png").stat().st_size > 1000
@@ -51,7 +51,7 @@ def test_quick_bench_table_states_what_it_measured(tmp_path, variants_repository
 
     # Every row appears in the table with the figures results.json holds.
     text = markdown.read_text()
-    headings = {"headline": "Against the alternatives", "mixed": "Mixed-length traffic",
+    headings = {"headline": "Against the alternatives", "mixed": "Mixed-length traffic", "frontdoor": FRONTDOOR_TITLE,
                 **{sweep: title for sweep, (title, _) in SWEEPS.items()}}
     cells = {(heading, r["system"], r["load"]): r for heading, table in tables(text).items() for r in table
              if "load" in r}
@@ -72,7 +72,21 @@ def test_quick_bench_table_states_what_it_measured(tmp_path, variants_repository
     assert abs(facts["concurrent16_vs_batch64"] - row_of("bertserve (perf_analyzer, gRPC)", "16 clients x batch 1")[
         "sentences_per_s"] / pa64["sentences_per_s"]) < 0.001
     assert abs(facts["single_p50_ms"] - row_of("bertserve (perf_analyzer, gRPC)", "batch 1")["p50_ms"]) < 0.001
+    sdk = "bertserve (Python SDK, gRPC)"
+    door = {(r["system"], r["setting"]): r for r in rows if r["sweep"] == "frontdoor"}
+    base64_64 = door["OpenAI API (front door, base64)", "batch 64"]["sentences_per_s"]
+    plain = "OpenAI API (front door, base64, plain HTTP client)"
+    for fact, system, setting in [("frontdoor_batch64_vs_sdk", plain, "batch 64"),
+                                  ("frontdoor_16_vs_sdk", plain, "16 clients x batch 1"),
+                                  ("openai_batch64_vs_sdk", "OpenAI API (front door, base64)", "batch 64"),
+                                  ("openai_16_vs_sdk", "OpenAI API (front door, base64)", "16 clients x batch 1")]:
+        want = door[system, setting]["sentences_per_s"] / row_of(sdk, setting)["sentences_per_s"]
+        assert abs(facts[fact] - want) < 0.001 * want + 0.001, fact
+    assert abs(facts["float_vs_base64"] - door["OpenAI API (front door, float)", "batch 64"]["sentences_per_s"]
+               / base64_64) < 0.001
     targets = {" ".join(r["target"].split(" ")[:2]): r for r in tables(text)["Targets"]}
+    (door64,) = [r for r in tables(text)["Targets"] if r["target"].startswith("OpenAI front door at batch 64")]
+    assert (door64["met"] == "yes") == (facts["frontdoor_batch64_vs_sdk"] >= 0.9)
     assert targets["batch-64 throughput"]["measured"].startswith(f"{facts['batch64_vs_st']:.2f}×")
     assert (targets["batch-64 throughput"]["met"] == "yes") == (facts["batch64_vs_st"] >= 1.2)
     assert targets["mixed-length traffic"]["measured"] == f"{facts['padding_ratio']:.3f}"
