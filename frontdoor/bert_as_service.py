@@ -50,6 +50,8 @@ class BertAsServiceServer:
 
     async def run(self) -> None:
         receiver = self._context.socket(zmq.PULL)
+        # A message over the limit is never buffered: ZeroMQ drops the sender's connection instead.
+        receiver.setsockopt(zmq.MAXMSGSIZE, self.config.max_request_bytes)
         self._sender = self._context.socket(zmq.XPUB)
         self._sender.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription, also repeats of one identity
         for socket in (receiver, self._sender):

@@ -123,3 +123,35 @@ def test_token_level_models_use_the_padded_layout(server):
     for row, vectors in enumerate(want):
         assert np.abs(got[row, : len(vectors)] - vectors).max() <= 1e-5
         assert not got[row, len(vectors):].any()
+
+
+def test_hostile_messages_get_an_error_or_are_dropped_and_the_door_keeps_serving(door):
+    """Raw ZeroMQ, as a careless or hostile client might send: bad JSON, wrong shapes, wrong frame counts, and a
+    message over the size limit (dropped by ZeroMQ before it is buffered)."""
+    import json
+
+    import zmq
+
+    port, port_out = door.config.bert_as_service_ports
+    context = zmq.Context()
+    sender, receiver = context.socket(zmq.PUSH), context.socket(zmq.SUB)
+    for socket in (sender, receiver):
+        socket.setsockopt(zmq.LINGER, 0)
+    receiver.setsockopt(zmq.SUBSCRIBE, b"hostile")
+    receiver.setsockopt(zmq.RCVTIMEO, 30_000)
+    sender.connect(f"tcp://127.0.0.1:{port}")
+    receiver.connect(f"tcp://127.0.0.1:{port_out}")
+    try:
+        sender.send_multipart([b"hostile", b"x" * 64, b"1", b"0", b"extra"])  # five frames: dropped
+        sender.send_multipart([b"hostile", b"y" * (door.config.max_request_bytes + 1), b"2", b"1"])  # over the limit
+        for request_id, body in enumerate([b"not json", b"{}", b"[]", b"[1, 2]", b'[""]', b"[[]]"], start=3):
+            sender.send_multipart([b"hostile", body, str(request_id).encode(), b"1"])
+            identity, header, data, answered = receiver.recv_multipart()
+            assert (identity, answered, data) == (b"hostile", str(request_id).encode(), b"")
+            assert json.loads(header)["dtype"].startswith("bertserve: "), body
+    finally:
+        sender.close()
+        receiver.close()
+        context.term()
+    with _client(door) as bc:
+        assert bc.encode(["still serving"]).shape == (1, 384)
