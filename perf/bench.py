@@ -34,6 +34,8 @@ from .perf_analyzer import PerfAnalyzer
 
 _log = logging.getLogger("bertserve.bench")
 ROOT = Path(__file__).resolve().parent
+# The instruction sets that decide CPU inference speed, recorded with every run.
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
 
 @dataclass(frozen=True)
@@ -106,10 +108,12 @@ def _machine() -> dict[str, str]:
     import sentence_transformers
     import torch
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    info = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), platform.processor())
+    flags = set(next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), []))
     return {
         "cpu": f"{cpu}, {os.cpu_count()} cores",
+        "isa": " ".join(f for f in ISA_FLAGS if f in flags) or "none of " + " ".join(ISA_FLAGS),
         "python": platform.python_version(),
         "triton": "2.51.0 (nvidia-pytriton 0.7.0)",
         "onnxruntime": onnxruntime.__version__,

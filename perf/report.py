@@ -146,7 +146,7 @@ def _markdown(results: Results, plots: dict[str, Path], base: Path) -> str:
         "",
         f"## CPU{quick}",
         "",
-        f"Machine: {m['cpu']}; Python {m['python']}; Triton {m['triton']}; ONNX Runtime {m['onnxruntime']}; "
+        f"Machine: {m['cpu']}" + (f" (ISA: {m['isa']})" if "isa" in m else "") + f"; Python {m['python']}; Triton {m['triton']}; ONNX Runtime {m['onnxruntime']}; "
         f"torch {m['torch']}; sentence-transformers {m['sentence-transformers']}; {m['date']}.",
         f"Client and server on the same machine. Sentences of exactly {s.tokens} tokens unless a sweep says "
         f"otherwise; {s.seconds:g} s per in-process or SDK measurement, perf_analyzer windows of {s.window_ms} ms.",

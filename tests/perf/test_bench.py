@@ -37,6 +37,7 @@ def test_quick_bench_table_states_what_it_measured(tmp_path, variants_repository
     assert not [r for r in caplog.records if r.name == "bertserve.export"], "the bench exported models it was given"
     data = json.loads((tmp_path / "results.json").read_text())
     rows, facts = data["rows"], data["facts"]
+    assert data["machine"]["isa"] and f"(ISA: {data['machine']['isa']})" in markdown.read_text()
     assert {row["system"] for row in rows if row["sweep"] == "headline"} == SYSTEMS
     assert {"seq_len", "batch", "clients", "layer", "mixed", "frontdoor"} <= {row["sweep"] for row in rows}
     assert all(row["sentences_per_s"] > 0 and 0 < row["p50_ms"] <= row["p99_ms"] for row in rows)
