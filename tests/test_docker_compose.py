@@ -48,8 +48,9 @@ def compose():
 def test_compose_file_is_valid(compose):
     compose("config", "-q")
     compose("--profile", "cpu", "config", "-q")
-    assert sorted(compose("--profile", "cpu", "config", "--services").split()) == [
-        "export", "export-cpu", "frontdoor", "frontdoor-cpu", "triton", "triton-cpu"]
+    compose("--profile", "monitoring", "config", "-q")
+    assert sorted(compose("--profile", "cpu", "--profile", "monitoring", "config", "--services").split()) == [
+        "export", "export-cpu", "frontdoor", "frontdoor-cpu", "grafana", "prometheus", "triton", "triton-cpu"]
 
 
 def test_front_door_service_talks_to_triton_once_it_is_healthy(compose):
@@ -103,3 +104,31 @@ def test_export_script_runs_outside_docker(tiny_bert_dir, tmp_path):
     info = json.loads((tmp_path / "models" / "mine" / "bertserve.json").read_text())
     assert (info["pooling"], info["max_seq_len"], info["backend"], info["source"]) == (
         "cls", 32, "python", str(tiny_bert_dir))
+
+
+def test_monitoring_profile_scrapes_triton_and_provisions_the_dashboard(compose):
+    services = yaml.safe_load(compose("--profile", "cpu", "--profile", "monitoring", "config"))["services"]
+    prometheus, grafana = services["prometheus"], services["grafana"]
+    for service in (prometheus, grafana):
+        assert service["profiles"] == ["monitoring"] and ":" in service["image"] and ":latest" not in service["image"]
+        assert all((p["host_ip"] if isinstance(p, dict) else p).startswith("127.0.0.1") for p in service["ports"])
+    for name in ("triton", "triton-cpu", "frontdoor", "export"):
+        assert "profiles" not in services[name] or "monitoring" not in services[name]["profiles"]
+    mounts = dict(_bind_mount(v) for s in (prometheus, grafana) for v in s["volumes"] if _bind_mount(v))
+    config = yaml.safe_load(mounts["/etc/prometheus/prometheus.yml"].read_text())
+    targets = {t for job in config["scrape_configs"] for c in job["static_configs"] for t in c["targets"]}
+    assert targets == {f"{name}:8002" for name in ("triton", "triton-cpu")}
+    dashboards = yaml.safe_load((mounts["/etc/grafana/provisioning"] / "dashboards" / "bertserve.yml").read_text())
+    folder = dashboards["providers"][0]["options"]["path"]
+    assert (mounts[folder] / "bertserve.json").is_file()
+    (source,) = yaml.safe_load((mounts["/etc/grafana/provisioning"] / "datasources" / "prometheus.yml").read_text())[
+        "datasources"]
+    assert source["url"] == "http://prometheus:9090" and prometheus["command"][0] == "--config.file=/etc/prometheus/prometheus.yml"
+
+
+def _bind_mount(volume) -> tuple[str, Path] | None:
+    """(target, host path) of a bind mount in either of the forms `config` writes; None for a named volume."""
+    if isinstance(volume, dict):
+        return (volume["target"], Path(volume["source"])) if volume["type"] == "bind" else None
+    source, target = volume.split(":")[:2]
+    return (target, Path(source)) if source.startswith("/") else None

@@ -1,0 +1,150 @@
+"""The model repository in object storage, on a real S3-compatible server (moto's): uploaded with
+deploy/upload-models.sh, read by tritonserver itself (s3://), and synced by the init container's script."""
+
+from __future__ import annotations
+
+import filecmp
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bertserve import Encoder
+from bertserve.server import TritonServer, free_ports
+from bertserve.server.process import _find_triton
+
+from ..conftest import DEFAULT_NAME, server_config
+from .conftest import DEPLOY, KUBERNETES, TOOLS, run, tool
+
+BUCKET = "bertserve-models"
+SENTENCES = ["First do it", "then do it right", "then do it better"]
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A moto S3 server on loopback, and the environment the AWS CLI and tritonserver need to reach it."""
+    moto = tool("moto_server", "s3")
+    tool("aws", "s3")
+    (port,) = free_ports(1)
+    endpoint = f"http://127.0.0.1:{port}"
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
+    process = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2).close()
+                break
+            except (urllib.error.URLError, OSError):
+                assert process.poll() is None and time.monotonic() < deadline, "moto_server did not start"
+                time.sleep(0.2)
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+               "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint,
+               "PATH": os.pathsep.join([str(TOOLS / "s3" / "bin"), os.environ["PATH"]])}
+        result = run(["aws", "s3", "mb", f"s3://{BUCKET}"], env=env, timeout=60)
+        assert result.returncode == 0, result.stderr
+        yield endpoint, env
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def uploaded(s3, default_home):
+    """The default model's repository, uploaded as deploy/README.md says; its s3:// prefix."""
+    endpoint, env = s3
+    uri = f"s3://{BUCKET}/cpu"
+    result = run(["sh", DEPLOY / "upload-models.sh", default_home / "repository", uri], env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return uri
+
+
+@contextmanager
+def tritonserver_on(repository: str, env: dict):
+    """The embedded tritonserver on a repository URL, with `bertserve serve`'s flags; its gRPC address.
+
+    `bertserve serve` takes a local folder only, so the binary is started here as TritonServer starts it."""
+    install = _find_triton(None)
+    config = server_config(repository)
+    work = Path(tempfile.mkdtemp(prefix="bertserve-s3-"))
+    backends = work / "backends"
+    shutil.copytree(install.python_backend, backends / "python", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(install.stub, backends / "python" / "triton_python_backend_stub")
+    log = open(work / "tritonserver.log", "wb")
+    process = subprocess.Popen([str(install.binary), *config.arguments(backends, secrets.token_urlsafe(24))],
+                               stdout=log, stderr=subprocess.STDOUT,
+                               env={**TritonServer._environment(install), **{k: v for k, v in env.items()
+                                                                             if k.startswith("AWS_")}})
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, (work / "tritonserver.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "tritonserver was not ready after 120 s"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{config.http_port}/v2/health/ready", timeout=2):
+                    break
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.25)
+        yield f"127.0.0.1:{config.grpc_port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _reference(server) -> np.ndarray:
+    with Encoder(server.grpc_url, model=DEFAULT_NAME) as encoder:
+        return encoder.encode(SENTENCES)
+
+
+def test_tritonserver_serves_the_repository_straight_from_s3(s3, uploaded, server):
+    endpoint, env = s3
+    # Triton's form for an S3-compatible endpoint: s3://http://host:port/bucket/prefix
+    url = f"s3://{endpoint}/{uploaded.removeprefix('s3://')}"
+    with tritonserver_on(url, env) as address, Encoder(address, model=DEFAULT_NAME) as encoder:
+        assert encoder.models() == [DEFAULT_NAME]
+        vectors = encoder.encode(SENTENCES)
+    np.testing.assert_allclose(vectors, _reference(server), atol=1e-6)
+
+
+def test_init_container_script_syncs_a_repository_that_serves(s3, uploaded, default_home, server, tmp_path):
+    endpoint, env = s3
+    models = tmp_path / "models"
+    result = run(["sh", KUBERNETES / "base" / "sync-models.sh", models],
+                 env={**env, "BERTSERVE_MODELS_URI": uploaded}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    source = default_home / "repository"
+    for path in source.rglob("*"):
+        if "__pycache__" in path.parts:
+            continue
+        copy = models / path.relative_to(source)
+        assert copy.is_dir() if path.is_dir() else filecmp.cmp(path, copy, shallow=False), copy
+    with TritonServer(server_config(models)) as triton, Encoder(triton.grpc_url, model=DEFAULT_NAME) as encoder:
+        synced = encoder.encode(SENTENCES)
+    np.testing.assert_allclose(synced, _reference(server), atol=1e-6)
+
+
+def test_init_container_script_fails_plainly_on_an_empty_prefix(s3, tmp_path):
+    endpoint, env = s3
+    result = run(["sh", KUBERNETES / "base" / "sync-models.sh", tmp_path / "models"],
+                 env={**env, "BERTSERVE_MODELS_URI": f"s3://{BUCKET}/no-such-prefix"}, timeout=120)
+    assert result.returncode == 1 and "no model (*/config.pbtxt) under s3://" in result.stderr, result.stderr
