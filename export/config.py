@@ -37,8 +37,14 @@ class Precision(str, Enum):
     """Numeric precision of the encoder graph; pooling and normalisation always run in fp32."""
 
     FP32 = "fp32"
-    FP16 = "fp16"
-    INT8 = "int8"  # dynamic quantisation of the encoder's weights (CPU)
+    FP16 = "fp16"  # GPUs
+    # CPUs, OpenVINO runtime: bf16 on the CPU's bf16 units (AMX, AVX512-BF16); auto: bf16 where the serving
+    # CPU has them, fp32 elsewhere. The file holds fp32 weights either way; OpenVINO lowers them when compiling.
+    BF16 = "bf16"
+    AUTO = "auto"
+    # CPUs: ONNX Runtime quantises weights and, on the fly, activations; OpenVINO runs a statically
+    # calibrated graph (NNCF).
+    INT8 = "int8"
 
 
 @dataclass(frozen=True)
@@ -121,8 +127,7 @@ def plan_export(config: ExportConfig) -> ExportPlan:
         hidden_state_indices(layers, int(model_config["num_hidden_layers"]))
     except ValueError as exc:
         raise ExportError(str(exc)) from None
-    if config.deployment.runtime is Runtime.TORCH and Precision(config.precision) is Precision.INT8:
-        raise ExportError("int8 is ONNX Runtime's dynamic quantisation; with --runtime torch use fp16 (GPUs) or fp32")
+    _check_precision(Precision(config.precision), config.deployment.runtime)
     pooling = Pooling(config.pooling) if config.pooling else (st.pooling if st else Pooling.MEAN)
     if config.mask_cls_sep and pooling in (Pooling.CLS, Pooling.SEP, Pooling.CLS_POOLED):
         raise ExportError(f"--mask-cls-sep leaves nothing for {pooling.value} pooling, which reads [CLS] or [SEP]")
@@ -142,6 +147,17 @@ def plan_export(config: ExportConfig) -> ExportPlan:
         lowercase_input=bool(st and st.lowercase_input),
         overwrite=config.overwrite,
     )
+
+
+def _check_precision(precision: Precision, runtime: Runtime) -> None:
+    if runtime is Runtime.TORCH and precision not in (Precision.FP32, Precision.FP16):
+        raise ExportError(f"--runtime torch runs fp16 (GPUs) or fp32, not {precision.value}; "
+                          "for CPUs use --runtime openvino")
+    if runtime is not Runtime.OPENVINO and precision in (Precision.BF16, Precision.AUTO):
+        raise ExportError(f"--precision {precision.value} runs on OpenVINO's CPU plugin; add --runtime openvino")
+    if runtime is Runtime.OPENVINO and precision is Precision.FP16:
+        raise ExportError("fp16 is for GPUs; on CPUs OpenVINO runs fp32, bf16, auto (bf16 where the CPU has "
+                          "bf16 units) or int8")
 
 
 def _read_sentence_transformers(model_dir: Path) -> Optional[_StPipeline]:

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
 
+from bertserve import contract
 from bertserve.errors import ExportError
 from bertserve.model_repository.deployment import Runtime
 from bertserve.model_repository.repository import TOKEN_TENSORS
 
+from . import openvino
+from ._logging import quiet
 from .config import ExportPlan, Precision
+from .corpus import sentences
 from .graph import EncoderGraph
 from .pooling import Pooling
 from .tokenizer import PreparedTokenizer, encoder_inputs
@@ -25,8 +28,9 @@ INPUT_NAMES = TOKEN_TENSORS
 OUTPUT_NAME = "embedding"
 TOLERANCE = 1e-4  # fp32: max abs difference to transformers
 # Reduced precision: cosine similarity of the vectors to transformers' fp32 ones, (smallest, mean).
-MIN_COSINE = {Precision.FP16: (0.999, 0.999), Precision.INT8: (0.95, 0.99)}
+MIN_COSINE = {Precision.FP16: (0.999, 0.999), Precision.BF16: (0.999, 0.999), Precision.INT8: (0.95, 0.99)}
 OPSET = 17
+_BF16_SAMPLE = 4  # every 4th sentence of the corpus is checked in emulated bf16
 
 _log = logging.getLogger("bertserve.export")
 
@@ -59,7 +63,7 @@ def load_bert(plan: ExportPlan) -> torch.nn.Module:
 
 
 def export_encoder(plan: ExportPlan, prepared: PreparedTokenizer, path: Path, precision: Precision) -> int:
-    """Write the encoder to `path` in `precision` (ONNX, or TorchScript for the torch runtime), validate it
+    """Write the encoder to `path` in `precision` (ONNX, OpenVINO IR or TorchScript, as the runtime needs), validate it
     against transformers' fp32 hidden states, and return the embedding dimension."""
     bert = load_bert(plan)
     tokenizer = prepared.tokenizer
@@ -77,6 +81,8 @@ def export_encoder(plan: ExportPlan, prepared: PreparedTokenizer, path: Path, pr
     if plan.deployment.runtime is Runtime.TORCH:
         _write_torchscript(graph, sample, path)
         got = _torchscript_output(path, check, precision)
+    elif plan.deployment.runtime is Runtime.OPENVINO:
+        got, want, precision = _export_openvino(plan, bert, graph, sample, path, precision, tokenizer, check, want)
     else:
         _write_onnx(graph, sample, path, plan.pooling)
         if precision is Precision.INT8:
@@ -84,6 +90,46 @@ def export_encoder(plan: ExportPlan, prepared: PreparedTokenizer, path: Path, pr
         got = _onnx_output(path, check)
     _validate(got, want, precision)
     return int(graph.head.pooling.output_dim(len(plan.layers) * bert.config.hidden_size))
+
+
+def _export_openvino(plan, bert, graph, sample, path, precision, tokenizer, check, check_want):
+    """Write the IR; return its vectors and the reference ones for `check` (and, for reduced precisions, the
+    varied corpus), with the precision to judge them in: the one OpenVINO computes in on this CPU. bf16 is
+    also checked emulated in PyTorch, so that a CPU without bf16 units refuses what bf16 units would serve badly."""
+    reduced = precision in (Precision.BF16, Precision.AUTO, Precision.INT8)
+    corpus = _corpus_batches(tokenizer) if reduced else []
+    want = [_reference(bert, graph, batch) for batch in corpus]
+    if precision in (Precision.BF16, Precision.AUTO):
+        # Emulated bf16 is slow on CPUs without bf16 units: a sample of every length the corpus holds.
+        sample_rows = [{name: value[::_BF16_SAMPLE] for name, value in batch.items()} for batch in corpus]
+        _log.info("checking the encoder in bf16, emulated in PyTorch, on %d sentences of the corpus",
+                  sum(len(batch["input_ids"]) for batch in sample_rows))
+        emulated = copy.deepcopy(graph).half_encoder(torch.bfloat16)
+        with torch.no_grad():
+            got = [emulated(*(torch.from_numpy(b[name]) for name in INPUT_NAMES)).numpy() for b in sample_rows]
+        _validate(np.concatenate(got), np.concatenate([w[::_BF16_SAMPLE] for w in want]), Precision.BF16)
+
+    def accurate(vectors: list[np.ndarray]) -> tuple[bool, str]:
+        cosines, (min_bound, mean_bound) = _cosines(np.concatenate(vectors), np.concatenate(want)), MIN_COSINE[Precision.INT8]
+        summary = f"cosine to fp32 min {cosines.min():.5f}, mean {cosines.mean():.5f}"
+        return bool(cosines.min() >= min_bound and cosines.mean() >= mean_bound), summary
+
+    onnx_path = path.with_suffix(".onnx")
+    _write_onnx(graph, sample, onnx_path, plan.pooling)
+    openvino.write_ir(onnx_path, path, precision, corpus, accurate)
+    onnx_path.unlink()
+    computed = openvino.computed_precision(contract.openvino_precision(precision.value))
+    if precision is not Precision.INT8:
+        _log.info("this CPU runs the %s export in %s", precision.value, computed)
+        precision = Precision.BF16 if computed == "bf16" else Precision.FP32
+    got = openvino.run_ir(path, corpus + [check], computed)
+    return np.concatenate(got), np.concatenate(want + [check_want]), precision
+
+
+def _corpus_batches(tokenizer) -> list[dict[str, np.ndarray]]:
+    """The varied corpus in batches of 16 sentences of similar length, as the server batches them."""
+    texts = sorted(sentences(), key=lambda text: len(tokenizer.encode(text).ids))
+    return [encoder_inputs(tokenizer, texts[i : i + 16]) for i in range(0, len(texts), 16)]
 
 
 def _write_onnx(graph: EncoderGraph, sample: dict[str, np.ndarray], path: Path, pooling: Pooling) -> None:
@@ -143,23 +189,11 @@ def _quantize(path: Path) -> None:
     fp32 = path.with_name("model-fp32.onnx")
     path.rename(fp32)
     keep = [n.name for n in onnx.load(str(fp32)).graph.node if re.fullmatch(r"/layers\.\d+/output/dense/MatMul", n.name)]
-    with warnings.catch_warnings(), _quiet("root"):
+    with warnings.catch_warnings(), quiet("root"):
         warnings.simplefilter("ignore")
         quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
                          per_channel=True, nodes_to_exclude=keep, extra_options={"MatMulConstBOnly": True})
     fp32.unlink()
-
-
-@contextmanager
-def _quiet(logger: str) -> Iterator[None]:
-    """Silence a library's advice logged while quantising."""
-    log = logging.getLogger(logger)
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
 
 
 def _cosines(got: np.ndarray, want: np.ndarray) -> np.ndarray:

@@ -40,13 +40,14 @@ def export_model(config: ExportConfig) -> ModelInfo:
     )
     prepared = build_tokenizer(plan.transformer_dir, plan.max_seq_len, plan.lowercase_input, plan.lowercase)
     with tempfile.TemporaryDirectory(prefix="bertserve-export-") as scratch:
-        encoder_file = Path(scratch) / ("model.onnx" if backend is Backend.TENSORRT else plan.deployment.encoder_file)
+        encoder_dir = Path(scratch)
+        encoder_file = encoder_dir / ("model.onnx" if backend is Backend.TENSORRT else plan.deployment.encoder_files[0])
         # TensorRT gets the fp32 graph and lowers precision itself (with fp32 LayerNorm where needed).
         onnx_precision = Precision.FP32 if backend is Backend.TENSORRT else plan.precision
         dim = export_encoder(plan, prepared, encoder_file, onnx_precision)
         if backend is Backend.TENSORRT:
-            encoder_file = build_engine(encoder_file, Path(scratch) / "model.plan", plan.max_batch_size,
-                                        plan.max_seq_len, fp16=plan.precision is Precision.FP16)
+            build_engine(encoder_file, encoder_dir / "model.plan", plan.max_batch_size,
+                         plan.max_seq_len, fp16=plan.precision is Precision.FP16)
         info = ModelInfo(
             name=plan.name,
             source=str(config.model_dir),
@@ -59,9 +60,9 @@ def export_model(config: ExportConfig) -> ModelInfo:
             mask_cls_sep=plan.mask_cls_sep,
             precision=plan.precision.value,
             backend=backend.value,
-            runtime=plan.deployment.runtime.value if backend is Backend.PYTHON else "",
+            runtime=plan.deployment.runtime.value if backend in (Backend.PYTHON, Backend.OPENVINO) else "",
         )
-        write_model(plan.repository, info, plan.deployment, encoder_file, prepared.tokenizer,
+        write_model(plan.repository, info, plan.deployment, encoder_dir, prepared.tokenizer,
                     prepared.special_tokens, plan.overwrite)
     _log.info("wrote %s to %s in %.1f s (dim %d)", plan.name, plan.repository, time.monotonic() - started, dim)
     return info

@@ -66,8 +66,9 @@ class EncoderGraph(nn.Module):
             attention_mask = attention_mask * (input_ids != token_id).to(attention_mask.dtype)
         return attention_mask
 
-    def half_encoder(self) -> EncoderGraph:
-        """Run embeddings and encoder layers in fp16; pooling, pooler and normalisation stay fp32."""
-        self.embeddings.half()
-        self.layers.half()
+    def half_encoder(self, dtype: torch.dtype = torch.float16) -> EncoderGraph:
+        """Run embeddings and encoder layers in a 16-bit `dtype` (fp16, bf16); pooling, pooler and
+        normalisation stay fp32."""
+        self.embeddings.to(dtype)
+        self.layers.to(dtype)
         return self

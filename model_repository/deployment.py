@@ -11,9 +11,10 @@ from bertserve import contract
 class Backend(str, Enum):
     """The Triton backend that runs the encoder."""
 
-    PYTHON = "python"  # Python backend (ONNX Runtime or PyTorch, see Runtime): runs in the embedded server
+    PYTHON = "python"  # Python backend (ONNX Runtime, OpenVINO or PyTorch, see Runtime): runs in the embedded server
     ONNXRUNTIME = "onnxruntime"  # native onnxruntime_onnx backend of the NGC Triton image
     TENSORRT = "tensorrt"  # native tensorrt_plan backend, with an engine built at export time
+    OPENVINO = "openvino"  # native openvino backend of the NGC Triton image, on the OpenVINO IR
 
     @property
     def platform(self) -> str | None:
@@ -27,10 +28,18 @@ class Backend(str, Enum):
 
 
 class Runtime(str, Enum):
-    """What runs the encoder inside the Python backend."""
+    """What runs the encoder inside the Python backend (the native openvino backend runs OPENVINO's files)."""
 
     ONNXRUNTIME = "onnxruntime"  # model.onnx on ONNX Runtime: CPUs, or GPUs with onnxruntime-gpu
     TORCH = "torch"  # model.pt, TorchScript on PyTorch: CUDA GPUs (fp16, scaled dot-product attention)
+    OPENVINO = "openvino"  # model.xml + model.bin, OpenVINO IR: CPUs, bf16 on AMX / AVX512-BF16, static int8
+
+
+class PerformanceHint(str, Enum):
+    """OpenVINO's CPU tuning: one stream using every core, or one stream per core with the batch split over them."""
+
+    LATENCY = "latency"
+    THROUGHPUT = "throughput"
 
 
 # Backends the embedded server (nvidia-pytriton's tritonserver) ships.
@@ -47,7 +56,7 @@ class Deployment:
     """
 
     backend: Backend = Backend.PYTHON
-    runtime: Runtime = Runtime.ONNXRUNTIME  # Python backend only
+    runtime: Runtime = Runtime.ONNXRUNTIME  # Python backend; the openvino backend implies OPENVINO
     instances: int = 1
     # Tokenizer instances on the CPU: a GPU encoder outruns one.
     tokenizer_instances: int = 1
@@ -56,6 +65,8 @@ class Deployment:
     # Python backend only: rows of a batch run in length groups padded to at most this many
     # computed tokens per real token (a large value runs each batch as one padded block).
     max_padding_ratio: float = 1.2
+    # OpenVINO only: how the CPU's cores are used for each batch.
+    performance_hint: PerformanceHint = PerformanceHint.THROUGHPUT
     # Backpressure, per model (tokenizer and encoder): requests beyond this many waiting, or waiting longer
     # than queue_timeout seconds, are turned away at once as "busy"; the SDK retries them with backoff.
     # 0 turns either bound off.
@@ -69,6 +80,10 @@ class Deployment:
             raise ValueError(f"instances must be at least 1, got {min(self.instances, self.tokenizer_instances)}")
         if self.runtime is Runtime.TORCH and self.backend is not Backend.PYTHON:
             raise ValueError("the torch runtime runs in the Python backend only")
+        if self.backend is Backend.OPENVINO and self.runtime is not Runtime.OPENVINO:
+            raise ValueError("the openvino backend runs OpenVINO IR: set runtime openvino")
+        if self.runtime is Runtime.OPENVINO and self.backend not in (Backend.PYTHON, Backend.OPENVINO):
+            raise ValueError("the openvino runtime runs in the python or openvino backend")
         if any(gpu < 0 for gpu in self.gpus):
             raise ValueError(f"GPU ids are 0 or more, got {list(self.gpus)}")
         if self.tensorrt_accelerator and self.backend is not Backend.ONNXRUNTIME:
@@ -81,11 +96,11 @@ class Deployment:
             raise ValueError(f"max_request_bytes must be at least 1, got {self.max_request_bytes}")
 
     @property
-    def encoder_file(self) -> str:
-        """The encoder's file name in its model version folder."""
+    def encoder_files(self) -> tuple[str, ...]:
+        """The encoder's file names in its model version folder, the one its runtime opens first."""
         if self.backend is Backend.TENSORRT:
-            return "model.plan"
-        return "model.pt" if self.runtime is Runtime.TORCH else "model.onnx"
+            return ("model.plan",)
+        return {Runtime.TORCH: ("model.pt",), Runtime.OPENVINO: ("model.xml", "model.bin")}.get(self.runtime, ("model.onnx",))
 
     @property
     def instance_kind(self) -> str:

@@ -2,8 +2,9 @@
 
     <repository>/<name>/            ensemble: strings in, vectors out; records the ModelInfo
     <repository>/<name>_tokenizer/  Python backend, the model's tokenizer.json
-    <repository>/<name>_encoder/    the encoder: Python backend running ONNX Runtime on model.onnx or PyTorch on
-                                    model.pt (embedded server), or Triton's native onnxruntime / tensorrt backend
+    <repository>/<name>_encoder/    the encoder: Python backend running ONNX Runtime on model.onnx, OpenVINO on
+                                    model.xml or PyTorch on model.pt (embedded server), or Triton's native
+                                    onnxruntime / tensorrt / openvino backend
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from bertserve.errors import ExportError
 from bertserve.info import ModelInfo
 
 from .config import DynamicBatching, EnsembleStep, InstanceGroup, ModelConfig, TensorSpec
-from .deployment import Backend, Deployment
+from .deployment import Backend, Deployment, Runtime
 
 _BACKENDS = Path(__file__).parent / "backends"
 TOKEN_TENSORS = ("input_ids", "attention_mask", "token_type_ids")
@@ -80,7 +81,7 @@ def model_configs(
     python, tensorrt = deployment.backend is Backend.PYTHON, deployment.backend is Backend.TENSORRT
     encoder = ModelConfig(
         name=encoder_name,
-        backend="python" if python else None,
+        backend=deployment.backend.value if deployment.backend in (Backend.PYTHON, Backend.OPENVINO) else None,
         platform=deployment.backend.platform,
         max_batch_size=info.max_batch_size,
         # Ragged (Python backend only): it pads requests of different lengths together,
@@ -96,8 +97,7 @@ def model_configs(
             **queue_bounds,
         ),
         tensorrt_accelerator=("FP16" if info.precision == "fp16" else "FP32") if deployment.tensorrt_accelerator else None,
-        parameters={"max_padding_ratio": str(deployment.max_padding_ratio),
-                    contract.ENCODER_RUNTIME: deployment.runtime.value} if python else {},
+        parameters=_encoder_parameters(info, deployment),
     )
     ensemble_outputs = (embedding, *TOKEN_INFO) + ((tokens[1],) if info.token_level else ())
     ensemble = ModelConfig(
@@ -117,6 +117,22 @@ def model_configs(
         parameters=info.to_parameters(),
     )
     return tokenizer, encoder, ensemble
+
+
+def _encoder_parameters(info: ModelInfo, deployment: Deployment) -> dict[str, str]:
+    if deployment.backend is Backend.OPENVINO:
+        # The native backend's own keys. It cannot pin f32: on CPUs with bf16 units OpenVINO then runs bf16,
+        # which is what `auto` asks for; export fp32 for the python backend where exact fp32 matters.
+        return {"PERFORMANCE_HINT": deployment.performance_hint.name, "NUM_STREAMS": "AUTO",
+                **({"HINT_BF16": "YES"} if info.precision == "bf16" else {})}
+    if deployment.backend is not Backend.PYTHON:
+        return {}
+    parameters = {"max_padding_ratio": str(deployment.max_padding_ratio),
+                  contract.ENCODER_RUNTIME: deployment.runtime.value}
+    if deployment.runtime is Runtime.OPENVINO:
+        parameters[contract.INFERENCE_PRECISION] = contract.openvino_precision(info.precision)
+        parameters[contract.PERFORMANCE_HINT] = deployment.performance_hint.value
+    return parameters
 
 
 def tensorrt_batch_sizes(max_batch_size: int) -> tuple[int, ...]:
@@ -142,18 +158,19 @@ def write_model(
     repository: Path,
     info: ModelInfo,
     deployment: Deployment,
-    encoder_file: Path,
+    encoder_dir: Path,
     tokenizer: Tokenizer,
     special_tokens: SpecialTokens,
     overwrite: bool,
 ) -> None:
-    """Write the three models for `info` into `repository`, replacing them only if `overwrite`.
+    """Write the three models for `info` into `repository`, replacing them only if `overwrite`; the encoder's
+    files (`deployment.encoder_files`) come from `encoder_dir`.
 
     Everything is staged beside the repository and moved in at the end, so a
     failed export never leaves a half-written model for Triton to load.
     """
     tokenizer_cfg, encoder_cfg, ensemble_cfg = model_configs(info, deployment, special_tokens)
-    encoder_files = {deployment.encoder_file: encoder_file}
+    encoder_files = {name: encoder_dir / name for name in deployment.encoder_files}
     if deployment.backend is Backend.PYTHON:
         encoder_files["model.py"] = _BACKENDS / "encoder" / "model.py"
     existing = existing_models(repository, info.name, overwrite)

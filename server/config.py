@@ -6,7 +6,7 @@ import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 from bertserve import contract
 
@@ -16,6 +16,8 @@ DEFAULT_PROBE_INTERVAL = 1.0
 # Admin APIs: behind the admin key. Model config and statistics stay open: the SDK reads them
 # (what a model computes, and server_status()), and they hold no secrets.
 ADMIN_APIS = ("shared-memory", "model-repository", "trace", "logging")
+# Repositories Triton reads from object storage itself (credentials from AWS_*, GOOGLE_*, AZURE_* variables).
+OBJECT_STORAGE_SCHEMES = ("s3://", "gs://", "as://")
 # Keys travel in Triton's flag syntax (apis:header=value) and in headers: no ':', ',', '=' or spaces.
 _KEY = re.compile(r"^[A-Za-z0-9._~+/-]{16,}$")
 
@@ -24,7 +26,7 @@ _KEY = re.compile(r"^[A-Za-z0-9._~+/-]{16,}$")
 class ServerConfig:
     """Where the server reads models from, where it listens, and who may do what."""
 
-    repository: Path
+    repository: Union[Path, str]  # a folder, or an s3://, gs:// or as:// URL
     http_port: int = 8000
     grpc_port: int = 8001
     metrics_port: int = 8002
@@ -43,6 +45,11 @@ class ServerConfig:
             key = getattr(self, name)
             if key is not None and not _KEY.match(key):
                 raise ValueError(f"{name} must be at least 16 letters, digits or '-_.~+/' characters")
+
+    @property
+    def remote(self) -> bool:
+        """Whether the repository is in object storage rather than a local folder."""
+        return is_object_storage(self.repository)
 
     def arguments(self, backend_directory: Path, admin_key: str) -> list[str]:
         """tritonserver command-line arguments (without the binary)."""
@@ -87,3 +94,8 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+def is_object_storage(repository: Union[Path, str]) -> bool:
+    """Whether `repository` names object storage (s3://, gs://, as://) rather than a folder."""
+    return isinstance(repository, str) and repository.startswith(OBJECT_STORAGE_SCHEMES)

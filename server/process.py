@@ -145,10 +145,11 @@ class TritonServer:
         """Launch tritonserver and return once it reports ready, or raise `ServerStartError`."""
         if self._process is not None:
             raise ServerStartError("this server is already started")
-        if not Path(self.config.repository).is_dir():
-            raise ServerStartError(f"model repository {self.config.repository} does not exist; export a model first")
-        if self.config.tritonserver is None:  # an installed server (NGC) has the native backends too
-            _refuse_missing_backends(Path(self.config.repository))
+        if not self.config.remote:  # Triton reads object storage itself, and says what it cannot find
+            if not Path(self.config.repository).is_dir():
+                raise ServerStartError(f"model repository {self.config.repository} does not exist; export a model first")
+            if self.config.tritonserver is None:  # an installed server (NGC) has the native backends too
+                _refuse_missing_backends(Path(self.config.repository))
         busy = {name: port for name, port in self.config.ports.items() if not _port_free(self.config.host, port)}
         if busy:
             name, port = next(iter(busy.items()))

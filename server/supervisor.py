@@ -74,7 +74,28 @@ class Supervisor:
             self._stubs = backend_processes(self._server.pid)
 
     def _ensembles(self) -> list[str]:
-        return sorted(path.parent.name for path in Path(self._server.config.repository).glob("*/bertserve.json"))
+        if not self._server.config.remote:
+            return sorted(path.parent.name for path in Path(self._server.config.repository).glob("*/bertserve.json"))
+        # Object storage: no folder to read, so the server's index, less each ensemble's tokenizer and encoder.
+        from bertserve.model_repository.repository import component_names
+
+        client = self._admin_client()
+        try:
+            index = [model["name"] for model in client.get_model_repository_index(headers=self._admin)]
+        finally:
+            client.close()
+        components = {part for name in index for part in component_names(name)}
+        return sorted(name for name in index if name not in components)
+
+    @property
+    def _admin(self) -> dict[str, str]:
+        return {contract.ADMIN_KEY_HEADER: self._server.admin_key}
+
+    def _admin_client(self):
+        import tritonclient.http as httpclient
+
+        return httpclient.InferenceServerClient(self._server.http_url.removeprefix("http://"),
+                                                connection_timeout=10, network_timeout=_RELOAD_TIMEOUT)
 
     def _probe(self, ensemble: str) -> set[str]:
         """The models a real inference through `ensemble` reports as dead (none when it succeeds)."""
@@ -92,13 +113,9 @@ class Supervisor:
         return set()
 
     def _reload(self, model: str) -> None:
-        import tritonclient.http as httpclient
-
         _log.warning("a backend process of model %r died; reloading the model", model)
         started = time.monotonic()
-        client = httpclient.InferenceServerClient(self._server.http_url.removeprefix("http://"),
-                                                  connection_timeout=10, network_timeout=_RELOAD_TIMEOUT)
-        headers = {contract.ADMIN_KEY_HEADER: self._server.admin_key}
+        client, headers = self._admin_client(), self._admin
         try:
             client.unload_model(model, headers=headers)
             deadline = time.monotonic() + _RELOAD_TIMEOUT

@@ -155,9 +155,25 @@ def test_export_with_the_torch_runtime_and_tokenizer_instances(tiny_bert_dir, tm
     assert parse((repo / "t_tokenizer" / "config.pbtxt").read_text()).instance_group[0].count == 3
 
 
+def test_export_for_the_native_openvino_backend(tiny_bert_dir, tmp_path):
+    """--backend openvino: OpenVINO IR for the NGC image's openvino backend, requests padded to length buckets."""
+    repo = tmp_path / "repo"
+    done = _run("export", str(tiny_bert_dir), "--repository", str(repo), "--name", "v", "--backend", "openvino",
+                "--precision", "auto", "--performance-hint", "latency", "--max-seq-len", "64")
+    assert done.returncode == 0, done.stderr
+    assert (json.loads(done.stdout)["runtime"], json.loads(done.stdout)["backend"]) == ("openvino", "openvino")
+    assert sorted(p.name for p in (repo / "v_encoder" / "1").iterdir()) == ["model.bin", "model.xml"]
+    encoder = parse((repo / "v_encoder" / "config.pbtxt").read_text())
+    assert encoder.backend == "openvino" and encoder.parameters["PERFORMANCE_HINT"].string_value == "LATENCY"
+    assert parse((repo / "v_tokenizer" / "config.pbtxt").read_text()).parameters["length_buckets"].string_value == "16,32,64"
+
+
 @pytest.mark.parametrize("args, message", [
     (["--runtime", "torch", "--backend", "onnxruntime"], "--runtime torch runs in the python backend"),
-    (["--runtime", "torch", "--precision", "int8"], "with --runtime torch use fp16"),
+    (["--runtime", "torch", "--precision", "int8"], "--runtime torch runs fp16 (GPUs) or fp32, not int8"),
+    (["--precision", "bf16"], "--precision bf16 runs on OpenVINO's CPU plugin; add --runtime openvino"),
+    (["--runtime", "openvino", "--precision", "fp16"], "fp16 is for GPUs"),
+    (["--backend", "openvino", "--runtime", "onnxruntime"], "--backend openvino runs OpenVINO IR"),
     (["--tokenizer-instances", "0"], "instances must be at least 1"),
 ])
 def test_export_refuses_runtime_combinations_that_cannot_work(tiny_bert_dir, tmp_path, args, message):

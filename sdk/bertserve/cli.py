@@ -12,7 +12,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
@@ -72,17 +72,23 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--lowercase", action=argparse.BooleanOptionalAction,
                         help="override the tokenizer's casing: --lowercase as uncased BERT, --no-lowercase keeps case "
                              "(default: the model's own)")
-    export.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32",
-                        help="encoder precision: fp16 for GPUs, int8 (dynamic quantisation) for CPUs; pooling stays "
-                             "fp32 (default: %(default)s)")
+    export.add_argument("--precision", choices=["fp32", "fp16", "bf16", "auto", "int8"], default="fp32",
+                        help="encoder precision: fp16 for GPUs; for CPUs with --runtime openvino bf16 (AMX, "
+                             "AVX512-BF16), auto (bf16 where the serving CPU has bf16 units, else fp32) or int8 "
+                             "(static, calibrated), int8 with onnxruntime (dynamic); pooling stays fp32 "
+                             "(default: %(default)s)")
     export.add_argument("--format", choices=["onnx", "tensorrt"], default="onnx",
                         help="onnx, or a TensorRT engine for the tensorrt backend (needs tensorrt and a GPU)")
-    export.add_argument("--backend", choices=["python", "onnxruntime"],
-                        help="Triton backend for an ONNX encoder: python runs in `bertserve serve`, onnxruntime in "
-                             "the NGC Triton image (default: python)")
-    export.add_argument("--runtime", choices=["onnxruntime", "torch"], default="onnxruntime",
-                        help="what runs the encoder in the python backend: onnxruntime (model.onnx), or torch "
-                             "(TorchScript on PyTorch, for CUDA GPUs with --precision fp16) (default: %(default)s)")
+    export.add_argument("--backend", choices=["python", "onnxruntime", "openvino"],
+                        help="Triton backend for the encoder: python runs in `bertserve serve`; onnxruntime and "
+                             "openvino (implies --runtime openvino) in the NGC Triton image (default: python)")
+    export.add_argument("--runtime", choices=["onnxruntime", "openvino", "torch"],
+                        help="what runs the encoder in the python backend: onnxruntime (model.onnx), openvino "
+                             "(OpenVINO IR on the CPU: bf16 and static int8), or torch (TorchScript on PyTorch, for "
+                             "CUDA GPUs with --precision fp16) (default: onnxruntime)")
+    export.add_argument("--performance-hint", choices=["latency", "throughput"], default="throughput",
+                        help="openvino: one stream on all cores (latency), or a stream per core with each batch "
+                             "split over them (throughput) (default: %(default)s)")
     export.add_argument("--instances", type=int, default=1, help="encoder instances per GPU, or on the CPU (default: 1)")
     export.add_argument("--tokenizer-instances", type=int, default=1,
                         help="tokenizer instances on the CPU; give a GPU encoder several (default: 1)")
@@ -107,8 +113,9 @@ def _parser() -> argparse.ArgumentParser:
     status.set_defaults(run=_status)
 
     serve = commands.add_parser("serve", help="run tritonserver locally (default: the all-MiniLM-L6-v2 model)")
-    serve.add_argument("-r", "--repository", type=Path,
-                       help="model repository to serve (default: $BERTSERVE_HOME/repository, with the default model)")
+    serve.add_argument("-r", "--repository",
+                       help="model repository to serve: a folder, or s3://, gs:// or as:// object storage that "
+                            "tritonserver reads itself (default: $BERTSERVE_HOME/repository, with the default model)")
     serve.add_argument("--http-port", type=int, default=8000)
     serve.add_argument("--grpc-port", type=int, default=8001)
     serve.add_argument("--metrics-port", type=int, default=8002)
@@ -221,12 +228,16 @@ def _export(args: argparse.Namespace) -> int:
     if args.format == "tensorrt" and args.backend:
         raise BertserveError("--format tensorrt is served by the tensorrt backend; drop --backend")
     backend = export.Backend.TENSORRT if args.format == "tensorrt" else export.Backend(args.backend or "python")
-    if args.runtime == "torch" and backend is not export.Backend.PYTHON:
+    runtime = args.runtime or ("openvino" if backend is export.Backend.OPENVINO else "onnxruntime")
+    if runtime == "torch" and backend is not export.Backend.PYTHON:
         raise BertserveError("--runtime torch runs in the python backend; drop --backend and --format")
+    if backend is export.Backend.OPENVINO and runtime != "openvino":
+        raise BertserveError("--backend openvino runs OpenVINO IR; drop --runtime or pass --runtime openvino")
     try:
         deployment = export.Deployment(
             backend=backend,
-            runtime=export.Runtime(args.runtime),
+            runtime=export.Runtime(runtime),
+            performance_hint=export.PerformanceHint(args.performance_hint),
             instances=args.instances,
             tokenizer_instances=args.tokenizer_instances,
             gpus=tuple(int(g) for g in args.gpus.split(",")) if args.gpus else (),
@@ -260,6 +271,8 @@ def _export(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     server = _server_extra("bertserve.server")
     repository = args.repository or server.default_repository()
+    if not server.is_object_storage(repository):
+        repository = Path(repository)
     try:
         config = server.ServerConfig(
             repository=repository,
@@ -311,10 +324,14 @@ def _serve(args: argparse.Namespace) -> int:
         raise BertserveError(f"tritonserver exited unexpectedly; its log ends with:\n{tail}")
 
 
-def _default_door_model(repository: Path) -> Optional[str]:
+def _default_door_model(repository: Union[Path, str]) -> Optional[str]:
     """BertClient's model when none is named: the default model if the repository holds it."""
     from bertserve.server import DEFAULT_MODEL_NAME
 
+    from bertserve.server import is_object_storage
+
+    if is_object_storage(repository):
+        return None
     return DEFAULT_MODEL_NAME if (Path(repository) / DEFAULT_MODEL_NAME).is_dir() else None
 
 

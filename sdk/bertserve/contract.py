@@ -45,3 +45,13 @@ def length_buckets(max_seq_len: int, buckets: tuple[int, ...] = DEFAULT_LENGTH_B
 def bucket_width(width: int, buckets: tuple[int, ...]) -> int:
     """The smallest bucket holding `width` tokens (`width` itself beyond the largest)."""
     return next((b for b in buckets if b >= width), width)
+
+# Encoder parameters (OpenVINO runtime): the precision OpenVINO computes in, "f32", "bf16" or "auto" (bf16 where
+# the serving CPU has bf16 units), and its performance hint, "latency" or "throughput".
+INFERENCE_PRECISION = "inference_precision"
+PERFORMANCE_HINT = "performance_hint"
+
+
+def openvino_precision(precision: str) -> str:
+    """The inference precision OpenVINO runs an export of `precision` in (int8's unquantised ops stay f32)."""
+    return {"bf16": "bf16", "auto": "auto"}.get(precision, "f32")

@@ -5,22 +5,16 @@ from __future__ import annotations
 
 import filecmp
 import os
-import secrets
-import shutil
 import subprocess
-import tempfile
 import time
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from bertserve import Encoder
 from bertserve.server import TritonServer, free_ports
-from bertserve.server.process import _find_triton
 
 from ..conftest import DEFAULT_NAME, server_config
 from .conftest import DEPLOY, KUBERNETES, TOOLS, run, tool
@@ -73,54 +67,18 @@ def uploaded(s3, default_home):
     return uri
 
 
-@contextmanager
-def tritonserver_on(repository: str, env: dict):
-    """The embedded tritonserver on a repository URL, with `bertserve serve`'s flags; its gRPC address.
-
-    `bertserve serve` takes a local folder only, so the binary is started here as TritonServer starts it."""
-    install = _find_triton(None)
-    config = server_config(repository)
-    work = Path(tempfile.mkdtemp(prefix="bertserve-s3-"))
-    backends = work / "backends"
-    shutil.copytree(install.python_backend, backends / "python", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy2(install.stub, backends / "python" / "triton_python_backend_stub")
-    log = open(work / "tritonserver.log", "wb")
-    process = subprocess.Popen([str(install.binary), *config.arguments(backends, secrets.token_urlsafe(24))],
-                               stdout=log, stderr=subprocess.STDOUT,
-                               env={**TritonServer._environment(install), **{k: v for k, v in env.items()
-                                                                             if k.startswith("AWS_")}})
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, (work / "tritonserver.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "tritonserver was not ready after 120 s"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{config.http_port}/v2/health/ready", timeout=2):
-                    break
-            except (urllib.error.URLError, OSError):
-                time.sleep(0.25)
-        yield f"127.0.0.1:{config.grpc_port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
-        shutil.rmtree(work, ignore_errors=True)
-
-
 def _reference(server) -> np.ndarray:
     with Encoder(server.grpc_url, model=DEFAULT_NAME) as encoder:
         return encoder.encode(SENTENCES)
 
 
-def test_tritonserver_serves_the_repository_straight_from_s3(s3, uploaded, server):
+def test_the_server_serves_the_repository_straight_from_s3(s3, uploaded, server, monkeypatch):
     endpoint, env = s3
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_REGION"):
+        monkeypatch.setenv(key, env[key])
     # Triton's form for an S3-compatible endpoint: s3://http://host:port/bucket/prefix
     url = f"s3://{endpoint}/{uploaded.removeprefix('s3://')}"
-    with tritonserver_on(url, env) as address, Encoder(address, model=DEFAULT_NAME) as encoder:
+    with TritonServer(server_config(url, heal=True)) as triton, Encoder(triton.grpc_url, model=DEFAULT_NAME) as encoder:
         assert encoder.models() == [DEFAULT_NAME]
         vectors = encoder.encode(SENTENCES)
     np.testing.assert_allclose(vectors, _reference(server), atol=1e-6)

@@ -7,7 +7,7 @@ from tritonclient.grpc import model_config_pb2 as pb
 
 from bertserve.info import ModelInfo
 from bertserve.model_repository.config import parse
-from bertserve.model_repository.deployment import Backend, Deployment, Runtime
+from bertserve.model_repository.deployment import Backend, Deployment, PerformanceHint, Runtime
 from bertserve.model_repository.repository import ENCODER_QUEUE_DELAY_US, model_configs
 
 
@@ -23,6 +23,8 @@ DEPLOYMENTS = [
     Deployment(Backend.ONNXRUNTIME),
     Deployment(Backend.ONNXRUNTIME, instances=3, gpus=(1,), tensorrt_accelerator=True),
     Deployment(Backend.TENSORRT, gpus=(0, 2)),
+    Deployment(Backend.PYTHON, runtime=Runtime.OPENVINO),
+    Deployment(Backend.OPENVINO, runtime=Runtime.OPENVINO, instances=2),
 ]
 
 
@@ -54,7 +56,7 @@ def test_configs_say_what_triton_needs(pooling, deployment):
     python = deployment.backend is Backend.PYTHON
     assert (encoder.backend, encoder.platform) == {
         Backend.PYTHON: ("python", ""), Backend.ONNXRUNTIME: ("", "onnxruntime_onnx"),
-        Backend.TENSORRT: ("", "tensorrt_plan")}[deployment.backend]
+        Backend.TENSORRT: ("", "tensorrt_plan"), Backend.OPENVINO: ("openvino", "")}[deployment.backend]
     assert encoder.dynamic_batching.max_queue_delay_microseconds == ENCODER_QUEUE_DELAY_US
     assert [(t.name, t.data_type, list(t.dims), t.allow_ragged_batch) for t in encoder.input] == [
         (name, pb.TYPE_INT64, [-1], python) for name in ("input_ids", "attention_mask", "token_type_ids")]
@@ -66,8 +68,11 @@ def test_configs_say_what_triton_needs(pooling, deployment):
     assert [(g.count, g.kind, list(g.gpus), list(g.profile)) for g in group] == [
         (deployment.instances, kind, list(deployment.gpus), profiles)]
     assert list(encoder.dynamic_batching.preferred_batch_size) == ([16, 32] if profiles else [])
-    assert _parameters(encoder) == (
-        {"max_padding_ratio": "1.2", "runtime": deployment.runtime.value} if python else {})
+    openvino = {"inference_precision": "f32", "performance_hint": "throughput"} if deployment.runtime is Runtime.OPENVINO else {}
+    assert _parameters(encoder) == {
+        Backend.PYTHON: {"max_padding_ratio": "1.2", "runtime": deployment.runtime.value, **openvino},
+        Backend.OPENVINO: {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": "AUTO"},
+    }.get(deployment.backend, {})
 
     assert ensemble.platform == "ensemble" and not ensemble.HasField("dynamic_batching")
     assert {k for k in _parameters(ensemble)} == {f"bertserve.{k}" for k in ModelInfo.__dataclass_fields__}
@@ -117,7 +122,9 @@ def test_native_onnxruntime_on_gpus_with_tensorrt_accelerator():
 @pytest.mark.parametrize(
     "options",
     [{"instances": 0}, {"tokenizer_instances": 0}, {"gpus": (-1,)}, {"backend": Backend.PYTHON, "tensorrt_accelerator": True},
-     {"max_padding_ratio": 0.5}, {"max_queue_size": -1}, {"queue_timeout": -1.0}, {"max_request_bytes": 0}],
+     {"max_padding_ratio": 0.5}, {"max_queue_size": -1}, {"queue_timeout": -1.0}, {"max_request_bytes": 0},
+     {"backend": Backend.OPENVINO}, {"backend": Backend.ONNXRUNTIME, "runtime": Runtime.OPENVINO},
+     {"backend": Backend.OPENVINO, "runtime": Runtime.TORCH}],
 )
 def test_bad_deployments_are_refused(options):
     with pytest.raises(ValueError):
@@ -145,3 +152,18 @@ def test_queue_bounds_can_be_turned_off():
                                                                                            queue_timeout=0)))
     assert not tokenizer.dynamic_batching.HasField("default_queue_policy")
     assert not encoder.dynamic_batching.HasField("default_queue_policy")
+
+
+@pytest.mark.parametrize(("precision", "inference"), [("fp32", "f32"), ("bf16", "bf16"), ("auto", "auto"), ("int8", "f32")])
+def test_openvino_precision_and_hint_reach_the_encoder(precision, inference):
+    """The Python backend pins OpenVINO's precision (it would pick bf16 itself on bf16 CPUs); the native backend
+    can only ask for bf16, and leaves auto to OpenVINO's own choice."""
+    deployment = Deployment(runtime=Runtime.OPENVINO, performance_hint=PerformanceHint.LATENCY)
+    _, python_encoder, _ = model_configs(_info(precision=precision), deployment)
+    assert _parameters(parse(python_encoder.render())) == {
+        "max_padding_ratio": "1.2", "runtime": "openvino", "inference_precision": inference, "performance_hint": "latency"}
+    native = Deployment(Backend.OPENVINO, runtime=Runtime.OPENVINO, performance_hint=PerformanceHint.LATENCY)
+    _, native_encoder, _ = model_configs(_info(precision=precision), native)
+    assert _parameters(parse(native_encoder.render())) == {
+        "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "AUTO", **({"HINT_BF16": "YES"} if precision == "bf16" else {})}
+    assert native.encoder_files == deployment.encoder_files == ("model.xml", "model.bin")

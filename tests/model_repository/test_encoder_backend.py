@@ -69,3 +69,37 @@ def test_the_torch_runtime_serves_what_onnx_runtime_serves(default_home, minilm_
     assert (info.backend, info.runtime) == ("python", "torch")
     assert torch_vectors.shape == onnx_vectors.shape == (64, 384)
     assert np.abs(torch_vectors - onnx_vectors).max() <= 1e-4
+
+
+def test_the_openvino_runtime_serves_what_onnx_runtime_serves(variants_repository, tmp_path):
+    """OpenVINO in the Python backend, each batch split over its streams: fp32 here (auto on a CPU without bf16
+    units) equals ONNX Runtime's vectors; static int8 stays within the int8 bar; concurrent requests of
+    different lengths each get their own vectors back."""
+    from perf.bench import OPENVINO, OPENVINO_INT8
+
+    from bertserve.model_repository.backends.openvino import cpu_has_bf16
+
+    repo = tmp_path / "repository"
+    repo.mkdir()
+    for name in (DEFAULT_NAME, OPENVINO, OPENVINO_INT8):
+        copy_model(variants_repository, repo, name)
+    texts = sentences(64)
+    with TritonServer(server_config(repo)) as triton:
+        with Encoder(triton.grpc_url, model=DEFAULT_NAME) as enc:
+            onnx_vectors = enc.encode(texts)
+        with Encoder(triton.grpc_url, model=OPENVINO) as enc:
+            info = enc.info()
+            openvino_vectors = enc.encode(texts)
+            with ThreadPoolExecutor(8) as pool:
+                singles = np.concatenate(list(pool.map(lambda text: enc.encode([text]), texts[:16])))
+        with Encoder(triton.grpc_url, model=OPENVINO_INT8) as enc:
+            int8_vectors = enc.encode(texts)
+    assert (info.runtime, info.precision) == ("openvino", "auto")
+    assert openvino_vectors.shape == int8_vectors.shape == (64, 384)
+    if cpu_has_bf16():
+        assert (openvino_vectors * onnx_vectors).sum(axis=1).min() >= 0.999
+    else:
+        assert np.abs(openvino_vectors - onnx_vectors).max() <= 1e-4
+    assert np.abs(singles - openvino_vectors[:16]).max() <= 1e-4
+    cosine = (int8_vectors * onnx_vectors).sum(axis=1)
+    assert cosine.mean() >= 0.99 and cosine.min() >= 0.95

@@ -1,5 +1,5 @@
-"""Triton Python backend: token ids -> embeddings, with ONNX Runtime (model.onnx) or PyTorch (model.pt,
-TorchScript) on the exported graph, as the model's `runtime` parameter says.
+"""Triton Python backend: token ids -> embeddings, with ONNX Runtime (model.onnx), OpenVINO (model.xml) or
+PyTorch (model.pt, TorchScript) on the exported graph, as the model's `runtime` parameter says.
 
 Requests arrive ragged (each padded to its own longest sentence). All their
 rows are sorted by real length and run in groups whose padding stays within
@@ -61,8 +61,47 @@ class _OnnxRuntime:
         self.session = ort.InferenceSession(str(version_dir / "model.onnx"), options, providers=providers)
         self.device = self.session.get_providers()[0]
 
-    def run(self, feeds):
-        return self.session.run(["embedding"], feeds)[0]
+    def run(self, batches):
+        return [self.session.run(["embedding"], feeds)[0] for feeds in batches]
+
+
+class _OpenVinoRuntime:
+    """OpenVINO on the CPU. With the throughput hint each batch is split over the compiled model's streams
+    (one per core, each with its own thread), which run at once; with the latency hint one stream uses every core."""
+
+    def __init__(self, version_dir, args, params):
+        import openvino as ov
+
+        from bertserve.model_repository.backends.openvino import compile_encoder
+
+        if args["model_instance_kind"] == "GPU":
+            pb_utils.Logger.log_warn("GPU instance but the openvino runtime runs on the CPU")
+        compiled = compile_encoder(
+            version_dir / "model.xml",
+            params.get(contract.INFERENCE_PRECISION, "f32"),
+            params.get(contract.PERFORMANCE_HINT, "latency"),
+            int(params.get("intra_op_threads", "0")),
+        )
+        self.streams = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        self.queue = ov.AsyncInferQueue(compiled, self.streams)
+        self.queue.set_callback(self._finished)
+        self.results = {}
+        precision = compiled.get_property("INFERENCE_PRECISION_HINT")
+        self.device = f"CPU (OpenVINO, {precision}, {self.streams} stream{'s' * (self.streams > 1)})"
+
+    def _finished(self, request, key):
+        self.results[key] = request.get_output_tensor(0).data.copy()
+
+    def run(self, batches):
+        self.results = {}
+        for b, feeds in enumerate(batches):
+            rows = len(feeds["input_ids"])
+            bounds = np.linspace(0, rows, min(self.streams, rows) + 1).astype(int)
+            for part, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
+                self.queue.start_async({name: value[start:end] for name, value in feeds.items()}, (b, part))
+        self.queue.wait_all()
+        parts = sorted(self.results)
+        return [np.concatenate([self.results[key] for key in parts if key[0] == b]) for b in range(len(batches))]
 
 
 class _TorchRuntime:
@@ -83,16 +122,19 @@ class _TorchRuntime:
         self.device = torch.device(device)
         self.module = torch.jit.load(str(version_dir / "model.pt"), map_location=self.device).eval()
 
-    def run(self, feeds):
+    def run(self, batches):
         torch = self.torch
         # The JIT's profiling executor re-specialises the graph for new shapes, and every batch has a new
         # shape; without it each op runs as in eager PyTorch, at a steady speed.
         with torch.inference_mode(), torch.jit.optimized_execution(False):
-            inputs = [torch.from_numpy(feeds[name]).to(self.device, non_blocking=True) for name in INPUTS]
-            return self.module(*inputs).float().cpu().numpy()
+            return [
+                self.module(*(torch.from_numpy(feeds[name]).to(self.device, non_blocking=True) for name in INPUTS))
+                .float().cpu().numpy()
+                for feeds in batches
+            ]
 
 
-_RUNTIMES = {"onnxruntime": _OnnxRuntime, "torch": _TorchRuntime}
+_RUNTIMES = {"onnxruntime": _OnnxRuntime, "openvino": _OpenVinoRuntime, "torch": _TorchRuntime}
 
 
 class TritonPythonModel:
@@ -128,18 +170,19 @@ class TritonPythonModel:
         rows = [(r, i) for r, arrays in enumerate(per_request) for i in range(arrays["input_ids"].shape[0])]
         lengths = [int(n) for arrays in per_request for n in arrays["attention_mask"].sum(axis=1)]
         outputs = [None] * len(rows)
-        computed = 0
-        for group in length_groups(lengths, self.max_ratio):
+        groups, batches = length_groups(lengths, self.max_ratio), []
+        for group in groups:
             width = max(lengths[g] for g in group)
             feeds = {name: np.zeros((len(group), width), np.int64) for name in INPUTS}
             for slot, g in enumerate(group):
                 r, i = rows[g]
                 for name in INPUTS:
                     feeds[name][slot, : lengths[g]] = per_request[r][name][i, : lengths[g]]
-            result = self.runtime.run(feeds)
+            batches.append(feeds)
+        for group, result in zip(groups, self.runtime.run(batches)):
             for slot, g in enumerate(group):
                 outputs[g] = result[slot]
-            computed += len(group) * width
+        computed = sum(feeds["input_ids"].size for feeds in batches)
         self.real_tokens.increment(sum(lengths))
         self.computed_tokens.increment(computed)
 
