@@ -1,17 +1,21 @@
-"""What users would run instead: sentence-transformers in-process, ONNX Runtime in-process, infinity-emb."""
+"""What users would run instead: sentence-transformers, ONNX Runtime, OpenVINO and fastembed in-process; infinity-emb."""
 
 from __future__ import annotations
 
 import http.client
 import json
 import os
+import shutil
 import signal
 import subprocess
 import threading
 import time
 import urllib.request
+import warnings
 from pathlib import Path
 from typing import Callable
+
+import numpy as np
 
 from bertserve.export.tokenizer import encoder_inputs
 
@@ -19,18 +23,23 @@ INFINITY = Path(__file__).resolve().parent.parent / ".tools" / "infinity" / "bin
 
 
 class SentenceTransformersBaseline:
-    """`SentenceTransformer.encode` in the caller's process, fp32 on the CPU."""
+    """`SentenceTransformer.encode` in the caller's process on the CPU: fp32, or under bf16 autocast."""
 
-    name = "sentence-transformers (in-process)"
-
-    def __init__(self, model_dir: Path) -> None:
+    def __init__(self, model_dir: Path, bf16_autocast: bool = False) -> None:
         from sentence_transformers import SentenceTransformer
 
         self.model = SentenceTransformer(str(model_dir), device="cpu")
+        self.bf16_autocast = bf16_autocast
+        self.name = "sentence-transformers (in-process" + (", bf16 autocast)" if bf16_autocast else ")")
+
+    def encode(self, batch: list[str]) -> np.ndarray:
+        import torch
+
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16_autocast):
+            return self.model.encode(batch, batch_size=len(batch), convert_to_numpy=True, show_progress_bar=False)
 
     def encoder(self, batch: list[str]) -> Callable[[], int]:
-        return lambda: len(self.model.encode(batch, batch_size=len(batch), convert_to_numpy=True,
-                                             show_progress_bar=False))
+        return lambda: len(self.encode(batch))
 
 
 class OnnxRuntimeBaseline:
@@ -51,6 +60,109 @@ class OnnxRuntimeBaseline:
             return len(self.session.run(["embedding"], encoder_inputs(self.tokenizer, batch))[0])
 
         return call
+
+
+class OpenVinoBaseline:
+    """The OpenVINO IR the service runs (`<name>_encoder/1/model.xml`), compiled as the service compiles it, in the
+    caller's process.
+
+    Precision auto (bf16 where the CPU has bf16 units, f32 elsewhere); tokenised and fed as `OnnxRuntimeBaseline`.
+    Under the throughput hint a batch is split over the compiled model's parallel infer requests (one per
+    stream), as a caller must do to use every stream.
+    """
+
+    def __init__(self, encoder_dir: Path, tokenizer_file: Path, hint: str = "LATENCY") -> None:
+        import openvino
+        from tokenizers import Tokenizer
+
+        from bertserve.model_repository.backends.openvino import compile_encoder
+
+        self.compiled = compile_encoder(encoder_dir / "1" / "model.xml", "auto", hint)
+        self.precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+        self.streams = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        self.queue = openvino.AsyncInferQueue(self.compiled, self.streams)
+        self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        self.tokenizer.enable_padding()
+        self.hint = hint.lower()
+        self.name = f"OpenVINO (in-process, same graph, {self.hint} hint, {self.precision})"
+
+    def encode(self, batch: list[str]) -> np.ndarray:
+        feeds = encoder_inputs(self.tokenizer, batch)
+        bounds = np.linspace(0, len(batch), min(self.streams, len(batch)) + 1).astype(int)
+        outputs: list = [None] * (len(bounds) - 1)
+
+        def done(request, index: int) -> None:
+            outputs[index] = request.get_tensor("embedding").data.copy()
+
+        self.queue.set_callback(done)
+        for index, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
+            self.queue.start_async({name: feed[start:end] for name, feed in feeds.items()}, index)
+        self.queue.wait_all()
+        return np.concatenate(outputs)
+
+    def encoder(self, batch: list[str]) -> Callable[[], int]:
+        return lambda: len(self.encode(batch))
+
+
+FASTEMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+# What fastembed reads from a local model folder besides model.onnx.
+_FASTEMBED_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "config.json")
+
+
+def fastembed_folder(model_dir: Path, folder: Path) -> Path:
+    """A folder in the layout of fastembed's all-MiniLM-L6-v2 download, made from the local weights.
+
+    model.onnx is transformers' BertModel exported with ONNX opset 17: inputs input_ids, attention_mask and
+    token_type_ids, output last_hidden_state, batch and sequence dynamic; fastembed pools and normalises.
+    Sentences are truncated at 256 tokens, as sentence-transformers and fastembed's own download do.
+    """
+    if (folder / "model.onnx").is_file():
+        return folder
+    import torch
+    from transformers import AutoModel
+
+    class LastHiddenState(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = AutoModel.from_pretrained(str(model_dir), attn_implementation="eager").eval()
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return self.bert(input_ids=input_ids, attention_mask=attention_mask,
+                             token_type_ids=token_type_ids).last_hidden_state
+
+    folder.mkdir(parents=True, exist_ok=True)
+    inputs = ("input_ids", "attention_mask", "token_type_ids")
+    example = tuple(torch.ones((2, 8), dtype=torch.int64) for _ in inputs)
+    axes = {name: {0: "batch", 1: "sequence"} for name in (*inputs, "last_hidden_state")}
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracing notices
+        torch.onnx.export(LastHiddenState(), example, str(folder / "model.onnx"), input_names=list(inputs),
+                          output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=17, dynamo=False)
+    for name in _FASTEMBED_FILES:
+        shutil.copyfile(model_dir / name, folder / name)
+    # fastembed truncates at the tokenizer's model_max_length; the model's is sentence-transformers' 256 tokens.
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config["model_max_length"] = json.loads((model_dir / "sentence_bert_config.json").read_text())["max_seq_length"]
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    return folder
+
+
+class FastEmbedBaseline:
+    """fastembed's `TextEmbedding` in the caller's process: ONNX Runtime, its own tokenisation and mean pooling."""
+
+    name = "fastembed (in-process, ONNX Runtime)"
+
+    def __init__(self, model_dir: Path, folder: Path) -> None:
+        from fastembed import TextEmbedding
+
+        fastembed_folder(model_dir, folder)
+        self.model = TextEmbedding(model_name=FASTEMBED_MODEL, specific_model_path=str(folder), cache_dir=str(folder))
+
+    def encode(self, batch: list[str]) -> np.ndarray:
+        return np.stack(list(self.model.embed(batch, batch_size=len(batch))))
+
+    def encoder(self, batch: list[str]) -> Callable[[], int]:
+        return lambda: len(self.encode(batch))
 
 
 class InfinityServer:

@@ -20,6 +20,20 @@ SWEEPS = {
     "layer": ("Pooling layer depth (upper layers cut from the graph)", "layer"),
 }
 FRONTDOOR_TITLE = "OpenAI front door (HTTP: the openai package, and a plain client for the door's own cost)"
+CPU_TARGETS_TITLE = "CPU runtime targets (OpenVINO, bf16, int8)"
+# CPU classes of the CPU runtime targets: a CPU with either flag computes bf16 in hardware.
+BF16_UNITS, AVX2_ONLY = "bf16 units", "AVX2 only"
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+# The int8 cosine bar, to fp32 on the mixed corpus: the mean, and every sentence.
+INT8_COSINE_MEAN, INT8_COSINE_MIN = 0.99, 0.95
+# Per class: the service at batch 64 against sentence-transformers fp32 and under bf16 autocast (None: no
+# target), and the int8 export against sentence-transformers fp32.
+CLASS_GOALS = {BF16_UNITS: {"st": 2.5, "st_bf16": 1.3, "int8": 3.5}, AVX2_ONLY: {"st": 1.3, "st_bf16": None, "int8": 2.0}}
+
+
+def cpu_class(machine: dict[str, str]) -> str:
+    """The CPU's class for the CPU runtime targets, from the ISA flags recorded with the run."""
+    return BF16_UNITS if set(machine.get("isa", "").split()) & set(BF16_FLAGS) else AVX2_ONLY
 
 
 def write(results: Results, out: Path, markdown: Path) -> None:
@@ -70,7 +84,7 @@ def _plots(results: Results, out: Path) -> dict[str, Path]:
         fig.savefig(paths[sweep], dpi=110)
         plt.close(fig)
     headline = [r for r in results.rows if r.sweep == "headline" and r.setting == "batch 64"]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(7, max(4.0, 0.3 * len(headline))))
     ax.barh([r.system for r in headline], [r.result.sentences_per_s for r in headline])
     ax.set_xlabel("sentences / s, batches of 64")
     ax.set_title("all-MiniLM-L6-v2, ~16-token sentences")
@@ -113,12 +127,79 @@ def _targets(results: Results) -> list[str]:
          f"{f['frontdoor_16_vs_sdk']:.2f}× (through the openai package: {f['openai_16_vs_sdk']:.2f}×)",
          f["frontdoor_16_vs_sdk"], 0.9, False),
     ]
+    return _verdicts(checks) + ["", "Levers tried for the misses, with their measured effect: `perf/NOTES.md`."]
+
+
+def _verdicts(checks: list[tuple[str, str, float, float, bool]]) -> list[str]:
+    """A targets table: (target, measured text, value, goal, lower is better) per row; a miss says by how much."""
     lines = ["| target | measured | met |", "|---|---|---|"]
     for target, measured, value, goal, lower in checks:
         met = value <= goal if lower else value >= goal
         verdict = "yes" if met else f"**no**: missed by {abs(value / goal - 1):.0%}"
         lines.append(f"| {target} | {measured} | {verdict} |")
-    return lines + ["", "Levers tried for the misses, with their measured effect: `perf/NOTES.md`."]
+    return lines
+
+
+def _cpu_targets(results: Results) -> list[str]:
+    """The CPU runtime targets of this CPU's class; "service" is the export fastest at batch 64 in the run."""
+    f, m = results.facts, results.machine
+    klass = cpu_class(m)
+    goals = CLASS_GOALS[klass]
+    service, int8 = f"{f['service']} export", f"{f['int8_service']} int8 export"
+    checks = [
+        (f"service batch-64 throughput ≥ {goals['st']}× sentence-transformers fp32",
+         f"{f['service_batch64_vs_st']:.2f}× ({service}; SDK end to end: {f['service_sdk_batch64_vs_st']:.2f}×)",
+         f["service_batch64_vs_st"], goals["st"], False),
+        *([(f"service batch-64 throughput ≥ {goals['st_bf16']}× sentence-transformers under bf16 autocast",
+            f"{f['service_vs_st_bf16']:.2f}× ({service})", f["service_vs_st_bf16"], goals["st_bf16"], False)]
+          if goals["st_bf16"] else []),
+        (f"int8 batch-64 throughput ≥ {goals['int8']}× sentence-transformers fp32",
+         f"{f['int8_service_vs_st']:.2f}× ({int8})", f["int8_service_vs_st"], goals["int8"], False),
+        (f"int8 cosine to fp32 ≥ {INT8_COSINE_MEAN}, mean over 200 mixed sentences",
+         f"{f['int8_service_cosine_mean']:.4f} ({int8})", f["int8_service_cosine_mean"], INT8_COSINE_MEAN, False),
+        (f"int8 cosine to fp32 ≥ {INT8_COSINE_MIN} for each of those sentences",
+         f"{f['int8_service_cosine_min']:.4f} (lowest; {int8})", f["int8_service_cosine_min"], INT8_COSINE_MIN, False),
+        ("OpenVINO export at batch 64 ≥ 0.85× in-process OpenVINO on the same graph",
+         f"{f['openvino_vs_in_process']:.2f}× (SDK end to end: {f['openvino_sdk_vs_in_process']:.2f}×; against "
+         f"{f['openvino_in_process']})", f["openvino_vs_in_process"], 0.85, False),
+        ("service: 16 concurrent single-sentence clients ≥ 0.8× its batch-64 throughput",
+         f"{f['service_concurrent16_vs_batch64']:.2f}× ({service})", f["service_concurrent16_vs_batch64"], 0.8, False),
+        ("service single-sentence p50 ≤ sentence-transformers' single-sentence p50",
+         f"{f['service_single_p50_ms']:.2f} ms (SDK {f['service_sdk_single_p50_ms']:.2f} ms) vs "
+         f"{f['st_single_p50_ms']:.2f} ms ({service})", f["service_single_p50_ms"], f["st_single_p50_ms"], True),
+    ]
+    has = set(m.get("isa", "").split())
+    units = ", ".join(flag for flag in BF16_FLAGS if flag in has)
+    why = (f"it has {units}" if klass == BF16_UNITS else
+           f"no {' or '.join(BF16_FLAGS)}: bf16 is emulated there, so sentence-transformers under bf16 autocast "
+           f"runs at {f['st_bf16_vs_st']:.2f}× its fp32 speed and sets no target")
+    return [
+        f"This CPU's class: **{klass}** ({why}). \"Service\" is the bertserve configuration (ONNX Runtime or "
+        "OpenVINO export) with the higher batch-64 throughput in this run; \"int8\" the faster int8 export that "
+        "meets the cosine bar (the faster of the two if neither does). Throughput and p50 from perf_analyzer over "
+        "gRPC, SDK figures beside them.",
+        "",
+        *_verdicts(checks),
+        "",
+        f"The OpenVINO export's own vectors (precision auto) against fp32: cosine mean "
+        f"{f['openvino_cosine_mean']:.5f}, lowest {f['openvino_cosine_min']:.5f}; the ONNX Runtime int8 export: "
+        f"{f['int8_cosine_mean']:.4f} and {f['int8_cosine_min']:.4f}; the OpenVINO int8 export: "
+        f"{f['openvino_int8_cosine_mean']:.4f} and {f['openvino_int8_cosine_min']:.4f}.",
+        "Why a target is missed, and what was tried: `perf/NOTES.md`, \"CPU runtimes: OpenVINO, bf16, int8\".",
+    ]
+
+
+def _isa(machine: dict[str, str]) -> str:
+    """The recorded ISA flags, those the CPU has and those it lacks."""
+    from .bench import ISA_FLAGS
+
+    if "isa" not in machine:
+        return ""
+    has = machine["isa"].split()
+    lacks = [flag for flag in ISA_FLAGS if flag not in has]
+    if not has:
+        return f" (ISA: none of {' '.join(ISA_FLAGS)})"
+    return f" (ISA: {' '.join(has)}" + (f"; lacks {' '.join(lacks)})" if lacks else ")")
 
 
 def load(path: Path) -> Results:
@@ -146,8 +227,10 @@ def _markdown(results: Results, plots: dict[str, Path], base: Path) -> str:
         "",
         f"## CPU{quick}",
         "",
-        f"Machine: {m['cpu']}" + (f" (ISA: {m['isa']})" if "isa" in m else "") + f"; Python {m['python']}; Triton {m['triton']}; ONNX Runtime {m['onnxruntime']}; "
-        f"torch {m['torch']}; sentence-transformers {m['sentence-transformers']}; {m['date']}.",
+        f"Machine: {m['cpu']}{_isa(m)}; Python {m['python']}; Triton {m['triton']}; ONNX Runtime {m['onnxruntime']}; "
+        + "".join(f"{label} {m[key]}; " for label, key in [("OpenVINO", "openvino"), ("fastembed", "fastembed")]
+                  if key in m)
+        + f"torch {m['torch']}; sentence-transformers {m['sentence-transformers']}; {m['date']}.",
         f"Client and server on the same machine. Sentences of exactly {s.tokens} tokens unless a sweep says "
         f"otherwise; {s.seconds:g} s per in-process or SDK measurement, perf_analyzer windows of {s.window_ms} ms.",
         "The headline sentence-transformers baselines are measured at the start and again at the end of the",
@@ -161,6 +244,7 @@ def _markdown(results: Results, plots: dict[str, Path], base: Path) -> str:
         "",
         *_targets(results),
         "",
+        *([f"### {CPU_TARGETS_TITLE}", "", *_cpu_targets(results), ""] if "service" in results.facts else []),
         "### Against the alternatives",
         "",
         *_table([r for r in results.rows if r.sweep == "headline"]),

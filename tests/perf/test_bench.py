@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 from perf.bench import main
-from perf.report import FRONTDOOR_TITLE, SWEEPS
+from perf.report import CPU_TARGETS_TITLE, FRONTDOOR_TITLE, SWEEPS, cpu_class
 
 from .markdown import tables
 
 ST = "sentence-transformers (in-process)"
 SYSTEMS = {ST, "ONNX Runtime (in-process, same graph)", "infinity-emb (server, torch)", "bertserve (perf_analyzer, gRPC)",
            "bertserve (perf_analyzer, HTTP)", "bertserve (Python SDK, gRPC)", "bertserve (Python SDK, HTTP)",
-           "bertserve (perf_analyzer, gRPC), int8"}
+           "bertserve (perf_analyzer, gRPC), int8", "fastembed (in-process, ONNX Runtime)",
+           "sentence-transformers (in-process, bf16 autocast)", "bertserve (perf_analyzer, gRPC), OpenVINO",
+           "bertserve (Python SDK, gRPC), OpenVINO", "bertserve (perf_analyzer, gRPC), OpenVINO int8"}
+# In-process OpenVINO: batch 64 under whichever hint was faster, batch 1 under the latency hint.
+OPENVINO_IN_PROCESS = re.compile(r"OpenVINO \(in-process, same graph, (latency|throughput) hint, (f32|bf16)\)")
 
 
 def _baseline(rows: list[dict], row: dict) -> dict:
@@ -37,8 +42,10 @@ def test_quick_bench_table_states_what_it_measured(tmp_path, variants_repository
     assert not [r for r in caplog.records if r.name == "bertserve.export"], "the bench exported models it was given"
     data = json.loads((tmp_path / "results.json").read_text())
     rows, facts = data["rows"], data["facts"]
-    assert data["machine"]["isa"] and f"(ISA: {data['machine']['isa']})" in markdown.read_text()
-    assert {row["system"] for row in rows if row["sweep"] == "headline"} == SYSTEMS
+    assert data["machine"]["isa"] and f"(ISA: {data['machine']['isa']}" in markdown.read_text()
+    headline = {row["system"] for row in rows if row["sweep"] == "headline"}
+    in_process_openvino = {system for system in headline if OPENVINO_IN_PROCESS.fullmatch(system)}
+    assert headline - in_process_openvino == SYSTEMS and in_process_openvino
     assert {"seq_len", "batch", "clients", "layer", "mixed", "frontdoor"} <= {row["sweep"] for row in rows}
     assert all(row["sentences_per_s"] > 0 and 0 < row["p50_ms"] <= row["p99_ms"] for row in rows)
     for plot in ("headline", "seq_len", "batch", "clients", "layer"):
@@ -92,6 +99,30 @@ def test_quick_bench_table_states_what_it_measured(tmp_path, variants_repository
     assert (targets["batch-64 throughput"]["met"] == "yes") == (facts["batch64_vs_st"] >= 1.2)
     assert targets["mixed-length traffic"]["measured"] == f"{facts['padding_ratio']:.3f}"
     assert 0.99 < facts["padding_ratio"] <= facts["padding_ratio_ungrouped"]
+
+    # The CPU runtime targets: "service" is the export faster at batch 64, and its rows give the facts.
+    service = {"ONNX Runtime": "bertserve (perf_analyzer, gRPC)", "OpenVINO": "bertserve (perf_analyzer, gRPC), OpenVINO"}
+    faster = max(service, key=lambda runtime: row_of(service[runtime], "batch 64")["sentences_per_s"])
+    assert facts["service"] == faster
+    best = {setting: row_of(service[faster], setting) for setting in ("batch 64", "batch 1", "16 clients x batch 1")}
+    assert abs(facts["service_batch64_vs_st"] - best["batch 64"]["ratio_to_sentence_transformers"]) < 0.0006
+    assert abs(facts["service_concurrent16_vs_batch64"] - best["16 clients x batch 1"]["sentences_per_s"]
+               / best["batch 64"]["sentences_per_s"]) < 0.001
+    assert abs(facts["service_single_p50_ms"] - best["batch 1"]["p50_ms"]) < 0.001
+    (in_process,) = [r for r in rows if OPENVINO_IN_PROCESS.fullmatch(r["system"]) and r["setting"] == "batch 64"]
+    assert facts["openvino_in_process"] == in_process["system"]
+    assert abs(facts["openvino_vs_in_process"] - row_of(service["OpenVINO"], "batch 64")["sentences_per_s"]
+               / in_process["sentences_per_s"]) < 0.001
+    assert set(facts["openvino_in_process_batch64_by_hint"]) == {"latency", "throughput"}
+    assert abs(facts["service_vs_st_bf16"] - best["batch 64"]["sentences_per_s"] / row_of(
+        "sentence-transformers (in-process, bf16 autocast)", "batch 64")["sentences_per_s"]) < 0.001
+    prefix = {"ONNX Runtime": "int8", "OpenVINO": "openvino_int8"}[facts["int8_service"]]
+    assert facts["int8_service_cosine_min"] == facts[f"{prefix}_cosine_min"] <= facts[f"{prefix}_cosine_mean"] <= 1.0001
+    cpu_targets = {r["target"]: r for r in tables(text)[CPU_TARGETS_TITLE]}
+    assert f"This CPU's class: **{cpu_class(data['machine'])}**" in text
+    (first,) = [r for r in cpu_targets.values() if r["target"].startswith("service batch-64 throughput")
+                and r["target"].endswith("fp32")]
+    assert first["measured"].startswith(f"{facts['service_batch64_vs_st']:.2f}× ({faster} export")
 
     # The table is a pure function of results.json: re-rendering it measures nothing and changes nothing.
     again = tmp_path / "again" / "BENCHMARKS.md"  # same layout: plots beside the table

@@ -1,0 +1,52 @@
+"""The in-process baselines of `make bench` compute the vectors sentence-transformers computes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from perf.baselines import FastEmbedBaseline, OpenVinoBaseline, SentenceTransformersBaseline
+from perf.bench import OPENVINO
+
+from ..corpus import sentences
+
+pytestmark = pytest.mark.server  # exports real weights inline
+
+
+@pytest.fixture(scope="module")
+def st(minilm_dir: Path) -> SentenceTransformersBaseline:
+    return SentenceTransformersBaseline(minilm_dir)
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def test_fastembed_loads_a_folder_made_from_the_local_weights_and_matches(minilm_dir, tmp_path, st):
+    corpus = sentences()[::6]  # short and long, some over the 256 tokens both truncate at
+    fastembed = FastEmbedBaseline(minilm_dir, tmp_path / "fastembed")
+    assert {"model.onnx", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "config.json"} <= {
+        path.name for path in (tmp_path / "fastembed").iterdir()}
+    assert _cosines(fastembed.encode(corpus), st.encode(corpus)).min() >= 0.9999
+    assert fastembed.encoder(corpus)() == len(corpus) and fastembed.encoder(corpus[:1])() == 1
+
+
+def test_bf16_autocast_changes_the_arithmetic_not_the_vectors(minilm_dir, st):
+    corpus = sentences()[:16]
+    bf16 = SentenceTransformersBaseline(minilm_dir, bf16_autocast=True)
+    assert bf16.name == "sentence-transformers (in-process, bf16 autocast)"
+    cosines = _cosines(bf16.encode(corpus), st.encode(corpus))
+    assert cosines.min() >= 0.99 and cosines.min() < 0.999999  # bf16 rounding shows, and stays small
+
+
+@pytest.mark.parametrize("hint", ["LATENCY", "THROUGHPUT"])
+def test_openvino_runs_the_exported_graph(variants_repository, st, hint):
+    corpus = sentences()[:32]
+    baseline = OpenVinoBaseline(variants_repository / f"{OPENVINO}_encoder",
+                                variants_repository / f"{OPENVINO}_tokenizer" / "1" / "tokenizer.json", hint)
+    assert f"{hint.lower()} hint" in baseline.name and baseline.streams >= 1
+    cosines = _cosines(baseline.encode(corpus), st.encode(corpus))
+    assert cosines.min() >= (0.9999 if baseline.precision == "f32" else 0.99)
+    assert baseline.encode(corpus[:1]).shape == (1, 384) and baseline.encoder(corpus)() == 32
