@@ -20,7 +20,7 @@ from . import openvino
 from ._logging import quiet
 from .config import ExportPlan, Precision
 from .corpus import sentences
-from .graph import EncoderGraph
+from .graph import FFN_DOWN_PROJECTION, EncoderGraph
 from .pooling import Pooling
 from .tokenizer import PreparedTokenizer, encoder_inputs
 
@@ -188,7 +188,7 @@ def _quantize(path: Path) -> None:
 
     fp32 = path.with_name("model-fp32.onnx")
     path.rename(fp32)
-    keep = [n.name for n in onnx.load(str(fp32)).graph.node if re.fullmatch(r"/layers\.\d+/output/dense/MatMul", n.name)]
+    keep = [n.name for n in onnx.load(str(fp32)).graph.node if re.fullmatch(FFN_DOWN_PROJECTION, n.name)]
     with warnings.catch_warnings(), quiet("root"):
         warnings.simplefilter("ignore")
         quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],

@@ -13,6 +13,10 @@ from torch import nn
 
 from .pooling import Pooling, PoolingHead
 
+# Exported node names of each layer's feed-forward down-projection: int8 leaves them in fp32, since their
+# inputs carry outliers that int8 flattens.
+FFN_DOWN_PROJECTION = r"/layers\.\d+/output/dense/MatMul"
+
 
 def hidden_state_indices(layers: Sequence[int], num_layers: int) -> list[int]:
     """Map layers counted from -1 (last) to indices into HF `hidden_states` (0 is the embeddings)."""

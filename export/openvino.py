@@ -15,13 +15,14 @@ from bertserve.errors import ExportError
 
 from ._logging import quiet
 from .config import Precision
+from .graph import FFN_DOWN_PROJECTION
 
 _log = logging.getLogger("bertserve.export")
 
-# What int8 leaves in fp32, tried in order until the vectors pass the int8 bar. The feed-forward down-projections
-# come first: their inputs carry outliers that int8 flattens; then the attention's output, then its projections.
+# What int8 leaves in fp32, tried in order until the vectors pass the int8 bar: the feed-forward down-projections
+# first, then the attention's output, then its projections.
 EXCLUSIONS = (
-    ("the feed-forward down-projections", r"/layers\.\d+/output/dense/MatMul"),
+    ("the feed-forward down-projections", FFN_DOWN_PROJECTION),
     ("the feed-forward down-projections and attention outputs", r"/layers\.\d+/(attention/)?output/dense/MatMul"),
     ("everything but the feed-forward up-projections", r"/layers\.\d+/(?!intermediate/).*MatMul.*"),
 )
