@@ -118,7 +118,9 @@ def _export_openvino(plan, bert, graph, sample, path, precision, tokenizer, chec
     _write_onnx(graph, sample, onnx_path, plan.pooling)
     openvino.write_ir(onnx_path, path, precision, corpus, accurate)
     onnx_path.unlink()
-    computed = openvino.computed_precision(contract.openvino_precision(precision.value))
+    from bertserve.model_repository.backends.openvino import computed_precision
+
+    computed = computed_precision(contract.openvino_precision(precision.value))
     if precision is not Precision.INT8:
         _log.info("this CPU runs the %s export in %s", precision.value, computed)
         precision = Precision.BF16 if computed == "bf16" else Precision.FP32

@@ -45,13 +45,6 @@ def write_ir(
     ov.save_model(model, str(xml_path), compress_to_fp16=False)
 
 
-def computed_precision(precision: str) -> str:
-    """What this CPU computes an export of OpenVINO `precision` ("f32", "bf16", "auto") in: bf16 only on bf16 units."""
-    from bertserve.model_repository.backends.openvino import cpu_has_bf16
-
-    return "bf16" if precision in ("bf16", "auto") and cpu_has_bf16() else "f32"
-
-
 def run_ir(model, batches: list[dict[str, np.ndarray]], precision: str = "f32") -> list[np.ndarray]:
     """The vectors an IR (model.xml's path, or a model in memory) gives for `batches`, compiled as the server does."""
     from bertserve.model_repository.backends.openvino import compile_encoder

@@ -7,7 +7,7 @@ from pathlib import Path
 import openvino as ov
 
 HEAD_PREFIX = "/head/"  # the exported graph's pooling head: its ops' names start with the module's name
-_KEEP_FP32 = "disable_fp16_compression_0"  # OpenVINO's mark for ops kept out of 16-bit precisions
+KEEP_FP32 = "disable_fp16_compression_0"  # OpenVINO's mark for ops kept out of 16-bit precisions
 
 
 def cpu_has_bf16(core: ov.Core | None = None) -> bool:
@@ -15,25 +15,34 @@ def cpu_has_bf16(core: ov.Core | None = None) -> bool:
     return "BF16" in (core or ov.Core()).get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
+def computed_precision(precision: str, core: ov.Core | None = None) -> str:
+    """What this CPU computes OpenVINO `precision` ("f32", "bf16", "auto") in: bf16 only where it has bf16 units."""
+    return "bf16" if precision in ("bf16", "auto") and cpu_has_bf16(core) else "f32"
+
+
+def read_encoder(path: Path, core: ov.Core | None = None) -> ov.Model:
+    """model.xml, with the pooling head (pooling, pooler, normalisation) marked to stay fp32 when the rest runs
+    in bf16. The IR cannot carry the mark (OpenVINO does not serialise it), so it is set on every read."""
+    model = (core or ov.Core()).read_model(str(path))
+    for op in model.get_ops():
+        if op.get_friendly_name().startswith(HEAD_PREFIX):
+            op.get_rt_info()[KEEP_FP32] = ""
+    return model
+
+
 def compile_encoder(
     model: Path | ov.Model, precision: str = "f32", hint: str = "latency", threads: int = 0
 ) -> ov.CompiledModel:
-    """`model` (model.xml's path, or a model in memory) compiled for the CPU in `precision` ("f32", "bf16", or "auto": bf16 where the CPU has
-    bf16 units) with OpenVINO's `hint` ("latency": one stream on every core; "throughput": streams sized for it).
+    """`model` (model.xml's path, read with `read_encoder`, or a model in memory) compiled for the CPU in
+    `precision` ("f32", "bf16", or "auto": bf16 where the CPU has bf16 units) with OpenVINO's `hint`
+    ("latency": one stream on every core; "throughput": a stream per core).
 
     The precision is always set: OpenVINO would otherwise run bf16 on its own wherever the CPU has bf16 units.
     """
     core = ov.Core()
-    if precision == "auto":
-        precision = "bf16" if cpu_has_bf16(core) else "f32"
     if not isinstance(model, ov.Model):
-        model = core.read_model(str(model))
-    # The pooling head (pooling, pooler, normalisation) stays fp32 when the encoder runs in bf16. The IR cannot
-    # carry this mark (OpenVINO does not serialise it), so it is set on every compile.
-    for op in model.get_ops():
-        if op.get_friendly_name().startswith(HEAD_PREFIX):
-            op.get_rt_info()[_KEEP_FP32] = ""
-    properties = {"PERFORMANCE_HINT": hint.upper(), "INFERENCE_PRECISION_HINT": precision}
+        model = read_encoder(model, core)
+    properties = {"PERFORMANCE_HINT": hint.upper(), "INFERENCE_PRECISION_HINT": computed_precision(precision, core)}
     if threads:
         properties["INFERENCE_NUM_THREADS"] = threads
     return core.compile_model(model, "CPU", properties)

@@ -86,9 +86,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="what runs the encoder in the python backend: onnxruntime (model.onnx), openvino "
                              "(OpenVINO IR on the CPU: bf16 and static int8), or torch (TorchScript on PyTorch, for "
                              "CUDA GPUs with --precision fp16) (default: onnxruntime)")
-    export.add_argument("--performance-hint", choices=["latency", "throughput"], default="throughput",
+    export.add_argument("--performance-hint", choices=["latency", "throughput"],
                         help="openvino: one stream on all cores (latency), or a stream per core with each batch "
-                             "split over them (throughput) (default: %(default)s)")
+                             "split over them (throughput) (default: throughput)")
     export.add_argument("--instances", type=int, default=1, help="encoder instances per GPU, or on the CPU (default: 1)")
     export.add_argument("--tokenizer-instances", type=int, default=1,
                         help="tokenizer instances on the CPU; give a GPU encoder several (default: 1)")
@@ -237,7 +237,7 @@ def _export(args: argparse.Namespace) -> int:
         deployment = export.Deployment(
             backend=backend,
             runtime=export.Runtime(runtime),
-            performance_hint=export.PerformanceHint(args.performance_hint),
+            **({"performance_hint": export.PerformanceHint(args.performance_hint)} if args.performance_hint else {}),
             instances=args.instances,
             tokenizer_instances=args.tokenizer_instances,
             gpus=tuple(int(g) for g in args.gpus.split(",")) if args.gpus else (),
@@ -328,11 +328,9 @@ def _default_door_model(repository: Union[Path, str]) -> Optional[str]:
     """BertClient's model when none is named: the default model if the repository holds it."""
     from bertserve.server import DEFAULT_MODEL_NAME
 
-    from bertserve.server import is_object_storage
-
-    if is_object_storage(repository):
+    if isinstance(repository, str):  # object storage: `_serve` made every folder a Path
         return None
-    return DEFAULT_MODEL_NAME if (Path(repository) / DEFAULT_MODEL_NAME).is_dir() else None
+    return DEFAULT_MODEL_NAME if (repository / DEFAULT_MODEL_NAME).is_dir() else None
 
 
 def _frontdoor(args: argparse.Namespace) -> int:

@@ -15,7 +15,9 @@ from bertserve.export import Deployment, ExportConfig, Precision, Runtime, expor
 from bertserve.export.encoder import _validate
 from bertserve.export.openvino import run_ir
 from bertserve.export.tokenizer import encoder_inputs
-from bertserve.model_repository.backends.openvino import HEAD_PREFIX, compile_encoder, cpu_has_bf16
+from bertserve.model_repository.backends.openvino import (
+    HEAD_PREFIX, KEEP_FP32, compile_encoder, cpu_has_bf16, read_encoder,
+)
 from perf.bench import OPENVINO, OPENVINO_INT8
 
 from ..conftest import DEFAULT_NAME
@@ -61,10 +63,15 @@ def test_auto_runs_fp32_here_or_bf16_on_bf16_units(variants_repository, fp32):
         assert (got * fp32).sum(axis=1).min() >= 0.999
     else:
         assert np.abs(got - fp32).max() <= 1e-4
-    # The pooling head runs in fp32 even where OpenVINO lowers the rest to bf16 (on this CPU all of it is fp32).
-    runtime = compile_encoder(_ir(variants_repository, OPENVINO), "auto").get_runtime_model()
-    head = [op for op in runtime.get_ops() if op.get_friendly_name().startswith(HEAD_PREFIX)]
-    assert head and "bf16" not in {op.get_rt_info()["runtimePrecision"].astype(str) for op in head}
+    # The pooling head, and only it, is marked to stay fp32 when OpenVINO lowers the rest to bf16 ...
+    model = read_encoder(_ir(variants_repository, OPENVINO))
+    marked = {op.get_friendly_name() for op in model.get_ops() if KEEP_FP32 in op.get_rt_info()}
+    head = {op.get_friendly_name() for op in model.get_ops() if op.get_friendly_name().startswith(HEAD_PREFIX)}
+    assert head and marked == head
+    # ... and runs in fp32 once compiled (which only a CPU with bf16 units can show otherwise).
+    runtime = compile_encoder(model, "auto").get_runtime_model()
+    compiled_head = [op for op in runtime.get_ops() if op.get_friendly_name().startswith(HEAD_PREFIX)]
+    assert compiled_head and "bf16" not in {op.get_rt_info()["runtimePrecision"].astype(str) for op in compiled_head}
 
 
 def test_static_int8_is_calibrated_and_stays_close_to_fp32(variants_repository, fp32):

@@ -79,7 +79,7 @@ class _OpenVinoRuntime:
         compiled = compile_encoder(
             version_dir / "model.xml",
             params.get(contract.INFERENCE_PRECISION, "f32"),
-            params.get(contract.PERFORMANCE_HINT, "latency"),
+            params.get(contract.PERFORMANCE_HINT, "throughput"),
             int(params.get("intra_op_threads", "0")),
         )
         self.streams = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
