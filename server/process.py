@@ -173,12 +173,23 @@ class TritonServer:
             )
         try:
             self._wait_ready()
+            if self.config.remote:
+                self._refuse_empty_remote()
             if self.config.heal:
                 self._supervisor = Supervisor(self)
                 self._supervisor.start()
         except BaseException:
             self.stop()
             raise
+
+    def _refuse_empty_remote(self) -> None:
+        """Triton turns ready on an object-storage prefix that holds no model; a folder is checked before start."""
+        from bertserve import Encoder
+
+        with Encoder(self.grpc_url, api_key=self.config.api_key, timeout=10, retries=0) as encoder:
+            if not encoder.models():
+                raise ServerStartError(f"no bertserve model under {self.config.repository}; upload an exported "
+                                       "repository there (deploy/upload-models.sh) or check the prefix")
 
     def stop(self) -> None:
         """Stop the server (SIGINT, then SIGKILL after a grace period) and remove its scratch files."""

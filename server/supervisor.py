@@ -76,16 +76,11 @@ class Supervisor:
     def _ensembles(self) -> list[str]:
         if not self._server.config.remote:
             return sorted(path.parent.name for path in Path(self._server.config.repository).glob("*/bertserve.json"))
-        # Object storage: no folder to read, so the server's index, less each ensemble's tokenizer and encoder.
-        from bertserve.model_repository.repository import component_names
+        # Object storage has no folder to read: the bertserve models the server has ready.
+        from bertserve import Encoder
 
-        client = self._admin_client()
-        try:
-            index = [model["name"] for model in client.get_model_repository_index(headers=self._admin)]
-        finally:
-            client.close()
-        components = {part for name in index for part in component_names(name)}
-        return sorted(name for name in index if name not in components)
+        with Encoder(self._server.grpc_url, api_key=self._server.config.api_key, timeout=10, retries=0) as encoder:
+            return encoder.models()
 
     @property
     def _admin(self) -> dict[str, str]:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from bertserve import Encoder
+from bertserve.errors import ServerStartError
 from bertserve.server import TritonServer, free_ports
 
 from ..conftest import DEFAULT_NAME, server_config
@@ -82,6 +83,20 @@ def test_the_server_serves_the_repository_straight_from_s3(s3, uploaded, server,
         assert encoder.models() == [DEFAULT_NAME]
         vectors = encoder.encode(SENTENCES)
     np.testing.assert_allclose(vectors, _reference(server), atol=1e-6)
+
+
+def test_the_server_refuses_an_s3_prefix_without_models(s3, monkeypatch, tmp_path):
+    """A missing prefix is Triton's own error; a prefix holding no model would start serving nothing."""
+    endpoint, env = s3
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_REGION"):
+        monkeypatch.setenv(key, env[key])
+    with pytest.raises(ServerStartError, match="repository path is not a valid directory"):
+        TritonServer(server_config(f"s3://{endpoint}/{BUCKET}/no-such-prefix", startup_timeout=60)).start()
+    (tmp_path / "README.txt").write_text("not a model\n")
+    result = run(["aws", "s3", "cp", tmp_path / "README.txt", f"s3://{BUCKET}/no-models/README.txt"], env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    with pytest.raises(ServerStartError, match="no bertserve model under s3://.*/no-models"):
+        TritonServer(server_config(f"s3://{endpoint}/{BUCKET}/no-models", startup_timeout=60)).start()
 
 
 def test_init_container_script_syncs_a_repository_that_serves(s3, uploaded, default_home, server, tmp_path):

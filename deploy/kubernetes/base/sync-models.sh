@@ -5,7 +5,7 @@
 set -eu
 uri="${BERTSERVE_MODELS_URI:?set BERTSERVE_MODELS_URI to s3://bucket/prefix}"
 target="${1:-/models}"
-aws s3 sync --only-show-errors --no-progress --delete "$uri" "$target"
+aws s3 sync --cli-connect-timeout 10 --cli-read-timeout 60 --only-show-errors --no-progress --delete "$uri" "$target"
 # An empty or mistyped prefix syncs nothing: stop here, where the cause is plain, not in a server with no model.
 if ! ls "$target"/*/config.pbtxt >/dev/null 2>&1; then
     echo "sync-models: no model (*/config.pbtxt) under $uri" >&2
