@@ -40,8 +40,10 @@ class Models:
             if name not in self.names():
                 raise ModelNotFoundError(f"no model {name!r} is served here; GET /v1/models lists them")
             with self._lock:
-                encoder = self._encoders.setdefault(name, Encoder(
-                    self.config.triton_url, model=name, timeout=self.config.timeout, api_key=self.config.api_key))
+                encoder = self._encoders.get(name)
+                if encoder is None:
+                    encoder = self._encoders[name] = Encoder(
+                        self.config.triton_url, model=name, timeout=self.config.timeout, api_key=self.config.api_key)
         return encoder
 
     def names(self) -> list[str]:

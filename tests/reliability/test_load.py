@@ -91,6 +91,7 @@ def test_ten_times_that_load_gets_a_fast_busy_for_the_excess(guarded, capsys):
         thread.start()
     for thread in threads:
         thread.join(120)
+    assert not any(thread.is_alive() for thread in threads), "a probe client did not finish within 120 s"
     for client in clients:
         client.close()
     out, err = load.communicate(timeout=120)
