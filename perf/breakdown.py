@@ -5,20 +5,20 @@ statistics. `python -m perf.breakdown REPOSITORY MODEL`; the model's weights are
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
+from google.protobuf import text_format
 from tokenizers import Tokenizer
 
-from bertserve import Encoder
-from bertserve.info import ModelInfo
+from bertserve import Encoder, contract
 from bertserve.model_repository import repository
-from bertserve.model_repository.deployment import Deployment, PerformanceHint, Runtime
+from bertserve.model_repository.config import parse
+from bertserve.model_repository.deployment import PerformanceHint
 from bertserve.server import ServerConfig, TritonServer, free_ports
 
 from . import workload
@@ -26,50 +26,62 @@ from .bench import _machine
 from .measure import timed
 
 
+def _two_tokenizers(tokenizer, encoder) -> None:
+    tokenizer.instance_group[0].count = 2
+
+
+def _no_batching_delay(tokenizer, encoder) -> None:
+    encoder.dynamic_batching.max_queue_delay_microseconds = 0
+
+
+def _latency_hint(tokenizer, encoder) -> None:
+    encoder.parameters[contract.PERFORMANCE_HINT].string_value = PerformanceHint.LATENCY.value
+
+
 @dataclass(frozen=True)
 class Variant:
+    """One setting changed on the exported configs (tokenizer and encoder protobufs, edited in place)."""
+
     label: str
-    deployment: Deployment
-    queue_delay_us: Optional[int] = None  # the encoder's batching delay; None: the exporter's
+    edit: Callable[[Any, Any], None] = lambda tokenizer, encoder: None
 
 
-def variants(runtime: Runtime) -> list[Variant]:
-    base = Deployment(runtime=runtime)
-    found = [Variant("as exported", base), Variant("2 tokenizer instances", dataclasses.replace(base, tokenizer_instances=2)),
-             Variant("no encoder batching delay", base, queue_delay_us=0)]
-    if runtime is Runtime.OPENVINO:
-        found.append(Variant("OpenVINO latency hint", dataclasses.replace(base, performance_hint=PerformanceHint.LATENCY)))
-    return found
+def variants(openvino: bool) -> list[Variant]:
+    found = [Variant("as exported"), Variant("2 tokenizer instances", _two_tokenizers),
+             Variant("no encoder batching delay", _no_batching_delay)]
+    return found + ([Variant("OpenVINO latency hint", _latency_hint)] if openvino else [])
 
 
-def _info(source: Path, name: str) -> ModelInfo:
-    raw = json.loads((source / name / "bertserve.json").read_text())
-    return ModelInfo(**{**raw, "layers": tuple(raw["layers"])})
+def _configs(repo: Path, name: str) -> list[Path]:
+    return [repo / folder / "config.pbtxt" for folder in repository.component_names(name)]
 
 
 def _serve_as(source: Path, target: Path, name: str, variant: Variant) -> None:
-    """Copy model `name` into `target` with the configs `variant` asks for."""
-    info = _info(source, name)
+    """Copy model `name` into `target`, its configs as exported but for the one setting `variant` changes."""
     for folder in (name, *repository.component_names(name)):
         shutil.copytree(source / folder, target / folder)
-    tokenizer, encoder, _ = repository.model_configs(info, variant.deployment)
-    if variant.queue_delay_us is not None:
-        encoder = dataclasses.replace(encoder, dynamic_batching=dataclasses.replace(
-            encoder.dynamic_batching, max_queue_delay_microseconds=variant.queue_delay_us))
-    for config in (tokenizer, encoder):
-        (target / config.name / "config.pbtxt").write_text(config.render())
+    configs = [parse(path.read_text()) for path in _configs(target, name)]
+    variant.edit(*configs)
+    for path, config in zip(_configs(target, name), configs):
+        path.write_text(text_format.MessageToString(config))
+
+
+def _is_openvino(source: Path, name: str) -> bool:
+    _, encoder = (parse(path.read_text()) for path in _configs(source, name))
+    return contract.ENCODER_RUNTIME in encoder.parameters and (
+        encoder.parameters[contract.ENCODER_RUNTIME].string_value == "openvino")
 
 
 def measure(source: Path, name: str, seconds: float, clients: int, batch: int, tokens: int) -> list[str]:
-    info = _info(source, name)
+    info = json.loads((source / name / "bertserve.json").read_text())
     tokenizer = Tokenizer.from_file(str(source / f"{name}_tokenizer" / "1" / "tokenizer.json"))
     texts = workload.sentences(tokenizer, batch, tokens)
     machine = _machine()
-    lines = [f"{name} ({info.runtime or info.backend}, {info.precision}); {clients} SDK clients x batch {batch}, "
+    lines = [f"{name} ({info['runtime'] or info['backend']}, {info['precision']}); {clients} SDK clients x batch {batch}, "
              f"{tokens}-token sentences; {machine['cpu']} ({machine.get('isa', '')})", "",
              "| deployment | sentences/s | p50 ms | tokenizer queue / compute ms | encoder queue / compute ms |",
              "|---|---:|---:|---:|---:|"]
-    for variant in variants(Runtime(info.runtime or "onnxruntime")):
+    for variant in variants(_is_openvino(source, name)):
         with tempfile.TemporaryDirectory(prefix="bertserve-breakdown-") as scratch:
             repo = Path(scratch)
             _serve_as(source, repo, name, variant)
