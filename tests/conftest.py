@@ -62,6 +62,19 @@ def settled(read: Callable[[], T], done: Callable[[T], bool], timeout: float = 1
     return value
 
 
+def steady(read: Callable[[], T], interval: float = 0.1, timeout: float = 10.0) -> T:
+    """Read until two reads `interval` apart agree: a baseline taken with nothing in flight, once the statistics
+    of the requests just answered are recorded."""
+    deadline = time.monotonic() + timeout
+    value = read()
+    while time.monotonic() < deadline:
+        time.sleep(interval)
+        value, previous = read(), value
+        if value == previous:
+            break
+    return value
+
+
 def lines_until(stream: IO[str], last: str, timeout: float) -> list[str]:
     """Lines of `stream` up to one starting with `last`; fewer if the stream ends or `timeout` passes first."""
     lines: queue.Queue = queue.Queue()

@@ -82,7 +82,7 @@ def test_fp16_keeps_an_fp32_tail_and_stays_close(plain_bert_dir, tmp_path):
 
 
 def test_int8_is_refused_for_the_torch_runtime_before_any_work(plain_bert_dir, tmp_path):
-    with pytest.raises(ExportError, match="--runtime torch runs fp16 \(GPUs\) or fp32, not int8"):
+    with pytest.raises(ExportError, match=r"--runtime torch runs fp16 \(GPUs\) or fp32, not int8"):
         plan_export(ExportConfig(model_dir=plain_bert_dir, repository=tmp_path, precision=Precision.INT8,
                                  deployment=Deployment(runtime=Runtime.TORCH)))
 

@@ -12,7 +12,7 @@ from bertserve import Encoder
 from bertserve.export import Deployment, ExportConfig, Runtime, export_model
 from bertserve.server import TritonServer
 
-from ..conftest import DEFAULT_NAME, copy_model, server_config, settled
+from ..conftest import DEFAULT_NAME, copy_model, server_config, settled, steady
 from ..corpus import sentences
 
 
@@ -43,7 +43,7 @@ def test_dynamic_batcher_merges_concurrent_requests_of_different_lengths(server)
     texts = sentences(64)  # 1 to 400 words: many different lengths
     with Encoder(server.grpc_url, model=DEFAULT_NAME) as enc:
         alone = [enc.encode([text])[0] for text in texts]
-        requests, inferences, executions = _encoder_figures(enc)
+        requests, inferences, executions = steady(lambda: _encoder_figures(enc))
         with ThreadPoolExecutor(16) as pool:
             together = list(pool.map(lambda text: enc.encode([text])[0], texts))
         after = settled(lambda: _encoder_figures(enc), lambda figures: figures[0] - requests >= 64)

@@ -13,7 +13,7 @@ import torch
 from bertserve import Encoder, TruncationWarning
 from bertserve.errors import InvalidInputError
 
-from ..conftest import DEFAULT_NAME, STREAM_NAME, TOKENS_NAME, settled
+from ..conftest import DEFAULT_NAME, STREAM_NAME, TOKENS_NAME, settled, steady
 from ..corpus import sentences
 
 
@@ -221,7 +221,7 @@ def _figures(status, name):
 
 def test_server_and_client_status(server, encoder):
     names = [DEFAULT_NAME, f"{DEFAULT_NAME}_tokenizer", f"{DEFAULT_NAME}_encoder"]
-    before = encoder.server_status()
+    before = steady(encoder.server_status)
     client_before = encoder.status()
     encoder.encode(["count me", "and me", "and me too"])
     client = encoder.status()
