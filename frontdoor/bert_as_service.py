@@ -50,7 +50,9 @@ class BertAsServiceServer:
 
     async def run(self) -> None:
         receiver = self._context.socket(zmq.PULL)
-        # A message over the limit is never buffered: ZeroMQ drops the sender's connection instead.
+        # A frame over the limit is never buffered: ZeroMQ drops the sender's connection instead. The limit is
+        # per frame: ZeroMQ holds all frames of a message before handing it over, so a message of many frames
+        # is bounded only by memory (README: Security and limits).
         receiver.setsockopt(zmq.MAXMSGSIZE, self.config.max_request_bytes)
         self._sender = self._context.socket(zmq.XPUB)
         self._sender.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription, also repeats of one identity
@@ -59,6 +61,9 @@ class BertAsServiceServer:
         port_in, port_out = self.config.bert_as_service_ports
         receiver.bind(f"tcp://{self.config.host}:{port_in}")
         self._sender.bind(f"tcp://{self.config.host}:{port_out}")
+        _log.warning("bert-as-service's protocol on ports %d and %d has no keys%s, and ZeroMQ holds a whole message "
+                     "before the door sees it: open these ports only to a trusted network", port_in, port_out,
+                     " (its clients encode with the server's API key)" if self.config.api_key else "")
         tasks: set[asyncio.Task] = set()
         watcher = asyncio.create_task(self._watch_subscriptions())
         try:

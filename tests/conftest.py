@@ -8,13 +8,15 @@ the fixtures in `_SERVER_FIXTURES` is marked automatically, modules that export 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import shutil
+import socket
 import threading
 import time
 from pathlib import Path
-from typing import IO, Callable, TypeVar
+from typing import IO, Callable, Iterator, TypeVar
 
 import pytest
 
@@ -73,6 +75,28 @@ def steady(read: Callable[[], T], interval: float = 0.1, timeout: float = 10.0) 
         if value == previous:
             break
     return value
+
+
+@contextlib.contextmanager
+def crawling_clients(port: int, path: str, count: int = 200) -> Iterator[Callable[[], None]]:
+    """`count` connections to an HTTP server on `port` that start a POST to `path` and never finish its headers
+    (slowloris); yields a function that sends each of them one more header line."""
+    crawlers: list[socket.socket] = []
+    lines = iter(range(1 << 30))
+
+    def crawl() -> None:
+        line = b"X-Slow: %d\r\n" % next(lines)
+        for sock in crawlers:
+            sock.sendall(line)
+
+    try:
+        for _ in range(count):
+            crawlers.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+            crawlers[-1].sendall(b"POST %s HTTP/1.1\r\nHost: x\r\n" % path.encode())
+        yield crawl
+    finally:
+        for sock in crawlers:
+            sock.close()
 
 
 def lines_until(stream: IO[str], last: str, timeout: float) -> list[str]:

@@ -113,6 +113,11 @@ def test_a_refused_request_raises_in_the_unchanged_client_with_the_reason(door):
         assert bc.encode(["still serving"]).shape == (1, 384)
 
 
+def test_the_door_warns_that_the_protocol_has_no_keys(door):
+    assert "protocol on ports %d and %d has no keys (its clients encode with the server's API key)" % \
+        door.config.bert_as_service_ports in door.logs()
+
+
 def test_token_level_models_use_the_padded_layout(server):
     with FrontDoor(door_config(server, openai_port=0, bert_as_service_model=TOKENS_NAME)) as door:
         with _client(door) as bc:
@@ -127,7 +132,7 @@ def test_token_level_models_use_the_padded_layout(server):
 
 def test_hostile_messages_get_an_error_or_are_dropped_and_the_door_keeps_serving(door):
     """Raw ZeroMQ, as a careless or hostile client might send: bad JSON, wrong shapes, wrong frame counts, and a
-    message over the size limit (dropped by ZeroMQ before it is buffered)."""
+    frame over the size limit (dropped by ZeroMQ before it is buffered)."""
     import json
 
     import zmq

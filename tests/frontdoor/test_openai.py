@@ -16,7 +16,7 @@ import pytest
 from bertserve import Encoder
 from bertserve.frontdoor import FrontDoor
 
-from ..conftest import DEFAULT_NAME, STREAM_NAME, TOKENS_NAME
+from ..conftest import DEFAULT_NAME, STREAM_NAME, TOKENS_NAME, crawling_clients
 from ..corpus import sentences
 from .conftest import API_KEY, door_config
 
@@ -158,6 +158,17 @@ def test_over_long_input_is_truncated_and_says_so(door, sdk):
                            json.dumps({"model": DEFAULT_NAME, "input": [long, "x"]}),
                            door.openai_url + "/embeddings"], capture_output=True, text=True, timeout=90)
     assert "bertserve-truncated-inputs: 1" in done.stdout.lower()
+
+
+def test_slow_clients_holding_connections_do_not_block_others(door, client):
+    """200 connections that never finish their headers (uvicorn gives headers no deadline, so they stay open):
+    the door keeps answering everyone else."""
+    with crawling_clients(door.config.openai_port, "/v1/embeddings") as crawl:
+        for _ in range(3):
+            crawl()
+            answer = client.with_options(timeout=10).embeddings.create(model=DEFAULT_NAME, input=["served meanwhile"])
+            assert len(answer.data) == 1 and len(answer.data[0].embedding) == 384
+    assert door.is_alive()
 
 
 def test_health_reflects_real_readiness_and_needs_no_key(door):

@@ -24,7 +24,7 @@ from bertserve import Encoder
 from bertserve.export import Deployment, ExportConfig, export_model
 from bertserve.server import TritonServer
 
-from ..conftest import DEFAULT_NAME, server_config, settled
+from ..conftest import DEFAULT_NAME, crawling_clients, server_config, settled
 from .conftest import API_KEY, rss_mb, still_serves
 
 pytestmark = pytest.mark.reliability
@@ -150,22 +150,13 @@ def test_clients_vanishing_mid_request_leak_nothing(guarded):
 
 
 def test_slow_clients_holding_connections_do_not_block_others(guarded):
-    crawlers = []
-    try:
-        for _ in range(200):
-            sock = socket.create_connection(("127.0.0.1", guarded.config.http_port), timeout=10)
-            sock.sendall(b"POST /v2/models/x/infer HTTP/1.1\r\nHost: x\r\n")  # headers never finished
-            crawlers.append(sock)
-        for crawl in range(3):
-            for sock in crawlers:
-                sock.sendall(b"X-Slow: %d\r\n" % crawl)
+    with crawling_clients(guarded.config.http_port, "/v2/models/x/infer") as crawl:
+        for _ in range(3):
+            crawl()
             with Encoder(guarded.http_url, model=DEFAULT_NAME, api_key=API_KEY, timeout=10) as enc:
                 started = time.monotonic()
                 assert enc.encode(["served while 200 connections crawl"]).shape == (1, 384)
                 assert time.monotonic() - started < 2
-    finally:
-        for sock in crawlers:
-            sock.close()
     still_serves(guarded)
 
 
