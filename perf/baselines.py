@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import shutil
 import signal
 import subprocess
-import threading
 import time
 import urllib.request
 import warnings
@@ -19,10 +17,31 @@ import numpy as np
 
 from bertserve.export.tokenizer import encoder_inputs
 
+from .keepalive import KeepAliveClient
+
 INFINITY = Path(__file__).resolve().parent.parent / ".tools" / "infinity" / "bin" / "infinity_emb"
 
 
-class SentenceTransformersBaseline:
+class _InProcess:
+    """A baseline run in the caller's process: `encode` a batch; `encoder` is the call the timing loops make."""
+
+    def encode(self, batch: list[str]) -> np.ndarray:
+        raise NotImplementedError
+
+    def encoder(self, batch: list[str]) -> Callable[[], int]:
+        return lambda: len(self.encode(batch))
+
+
+def _padded_tokenizer(tokenizer_file: Path):
+    """The export's own tokenizer, padding each batch to its longest sentence."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    tokenizer.enable_padding()
+    return tokenizer
+
+
+class SentenceTransformersBaseline(_InProcess):
     """`SentenceTransformer.encode` in the caller's process on the CPU: fp32, or under bf16 autocast."""
 
     def __init__(self, model_dir: Path, bf16_autocast: bool = False) -> None:
@@ -38,31 +57,23 @@ class SentenceTransformersBaseline:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16_autocast):
             return self.model.encode(batch, batch_size=len(batch), convert_to_numpy=True, show_progress_bar=False)
 
-    def encoder(self, batch: list[str]) -> Callable[[], int]:
-        return lambda: len(self.encode(batch))
 
-
-class OnnxRuntimeBaseline:
+class OnnxRuntimeBaseline(_InProcess):
     """The exported ONNX graph run with ONNX Runtime in the caller's process, tokenised with `tokenizers`."""
 
     name = "ONNX Runtime (in-process, same graph)"
 
     def __init__(self, encoder_dir: Path, tokenizer_file: Path) -> None:
         import onnxruntime as ort
-        from tokenizers import Tokenizer
 
         self.session = ort.InferenceSession(str(encoder_dir / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
-        self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
-        self.tokenizer.enable_padding()
+        self.tokenizer = _padded_tokenizer(tokenizer_file)
 
-    def encoder(self, batch: list[str]) -> Callable[[], int]:
-        def call() -> int:
-            return len(self.session.run(["embedding"], encoder_inputs(self.tokenizer, batch))[0])
-
-        return call
+    def encode(self, batch: list[str]) -> np.ndarray:
+        return self.session.run(["embedding"], encoder_inputs(self.tokenizer, batch))[0]
 
 
-class OpenVinoBaseline:
+class OpenVinoBaseline(_InProcess):
     """The OpenVINO IR the service runs (`<name>_encoder/1/model.xml`), compiled as the service compiles it, in the
     caller's process.
 
@@ -73,7 +84,6 @@ class OpenVinoBaseline:
 
     def __init__(self, encoder_dir: Path, tokenizer_file: Path, hint: str = "LATENCY") -> None:
         import openvino
-        from tokenizers import Tokenizer
 
         from bertserve.model_repository.backends.openvino import compile_encoder
 
@@ -81,8 +91,7 @@ class OpenVinoBaseline:
         self.precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
         self.streams = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         self.queue = openvino.AsyncInferQueue(self.compiled, self.streams)
-        self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
-        self.tokenizer.enable_padding()
+        self.tokenizer = _padded_tokenizer(tokenizer_file)
         self.hint = hint.lower()
         self.name = f"OpenVINO (in-process, same graph, {self.hint} hint, {self.precision})"
 
@@ -99,9 +108,6 @@ class OpenVinoBaseline:
             self.queue.start_async({name: feed[start:end] for name, feed in feeds.items()}, index)
         self.queue.wait_all()
         return np.concatenate(outputs)
-
-    def encoder(self, batch: list[str]) -> Callable[[], int]:
-        return lambda: len(self.encode(batch))
 
 
 FASTEMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -147,7 +153,7 @@ def fastembed_folder(model_dir: Path, folder: Path) -> Path:
     return folder
 
 
-class FastEmbedBaseline:
+class FastEmbedBaseline(_InProcess):
     """fastembed's `TextEmbedding` in the caller's process: ONNX Runtime, its own tokenisation and mean pooling."""
 
     name = "fastembed (in-process, ONNX Runtime)"
@@ -161,9 +167,6 @@ class FastEmbedBaseline:
     def encode(self, batch: list[str]) -> np.ndarray:
         return np.stack(list(self.model.embed(batch, batch_size=len(batch))))
 
-    def encoder(self, batch: list[str]) -> Callable[[], int]:
-        return lambda: len(self.encode(batch))
-
 
 class InfinityServer:
     """infinity-emb serving the same model folder over HTTP (`--engine torch --device cpu`), in its own venv."""
@@ -176,7 +179,7 @@ class InfinityServer:
         self.model_id = str(model_dir)
         self.port = port
         self._process: subprocess.Popen | None = None
-        self._local = threading.local()
+        self._http = KeepAliveClient("127.0.0.1", port)
 
     def __enter__(self) -> InfinityServer:
         """Start loading in the background; `wait_ready` before measuring."""
@@ -211,27 +214,12 @@ class InfinityServer:
                 os.killpg(self._process.pid, signal.SIGKILL)
 
     def encoder(self, batch: list[str]) -> Callable[[], int]:
-        body = json.dumps({"model": self.model_id, "input": batch})
+        body = json.dumps({"model": self.model_id, "input": batch}).encode()
 
         def call() -> int:
-            # One keep-alive connection per client thread; the server closes idle ones, so reconnect once.
-            for attempt in (1, 2):
-                connection = getattr(self._local, "connection", None)
-                if connection is None:
-                    connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
-                    self._local.connection = connection
-                try:
-                    connection.request("POST", "/embeddings", body, {"Content-Type": "application/json"})
-                    response = connection.getresponse()
-                    payload = json.loads(response.read())
-                    break
-                except (http.client.HTTPException, ConnectionError):
-                    connection.close()
-                    self._local.connection = None
-                    if attempt == 2:
-                        raise
-            if response.status != 200:
-                raise RuntimeError(f"infinity-emb answered {response.status}: {payload}")
-            return len(payload["data"])
+            status, answer = self._http.post("/embeddings", body)
+            if status != 200:
+                raise RuntimeError(f"infinity-emb answered {status}: {answer[:200]!r}")
+            return len(json.loads(answer)["data"])
 
         return call

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 import base64
-import http.client
 import json
 import logging
 import os
 import platform
 import re
 import tempfile
-import threading
 import time
 import urllib.parse
 import urllib.request
@@ -31,6 +29,7 @@ from bertserve.server import DEFAULT_MODEL_NAME, ServerConfig, TritonServer, def
 from . import report, workload
 from .baselines import (FastEmbedBaseline, InfinityServer, OnnxRuntimeBaseline, OpenVinoBaseline,
                         SentenceTransformersBaseline)
+from .keepalive import KeepAliveClient
 from .measure import Measurement, timed
 from .perf_analyzer import PerfAnalyzer
 
@@ -187,9 +186,7 @@ def run(settings: Settings, out: Path, repository: Optional[Path] = None) -> Res
         # Both servers load at once, infinity in the background while tritonserver starts. Nothing is measured
         # until both are ready, and each server sits idle while the others are measured.
         (infinity_port,) = free_ports(1)
-        http, grpc, metrics = free_ports(3)
-        config = ServerConfig(repository=repo, http_port=http, grpc_port=grpc, metrics_port=metrics, host="127.0.0.1")
-        with InfinityServer(model_dir, infinity_port) as infinity, TritonServer(config) as server:
+        with InfinityServer(model_dir, infinity_port) as infinity, TritonServer(ServerConfig.loopback(repo)) as server:
             infinity.wait_ready()
 
             # -- in-process baselines ------------------------------------------------------------
@@ -216,8 +213,8 @@ def run(settings: Settings, out: Path, repository: Optional[Path] = None) -> Res
             # -- bertserve --------------------------------------------------------------------------
             data = workload.write_input_data(texts, Path(scratch) / "input.json")
             pa = {
-                "grpc": PerfAnalyzer(f"127.0.0.1:{grpc}", "grpc", settings.window_ms, settings.stability_percent),
-                "http": PerfAnalyzer(f"127.0.0.1:{http}", "http", settings.window_ms, settings.stability_percent),
+                "grpc": PerfAnalyzer(server.grpc_url, "grpc", settings.window_ms, settings.stability_percent),
+                "http": PerfAnalyzer(f"127.0.0.1:{server.config.http_port}", "http", settings.window_ms, settings.stability_percent),
             }
             name = "bertserve (perf_analyzer, {})"
             model = DEFAULT_MODEL_NAME
@@ -274,10 +271,8 @@ def run(settings: Settings, out: Path, repository: Optional[Path] = None) -> Res
                 # -- int8 ----------------------------------------------------------------------
                 with Encoder(server.grpc_url, model="int8") as int8_sdk:
                     corpus = workload.mixed(tokenizer, 200, settings.mixed_lengths, seed=7)
-                    fp32_vectors, int8_vectors = grpc_sdk.encode(corpus), int8_sdk.encode(corpus)
-                    cosines = (fp32_vectors * int8_vectors).sum(axis=1)  # both L2-normalised
-                    results.facts["int8_cosine_mean"] = float(cosines.mean())
-                    results.facts["int8_cosine_min"] = float(cosines.min())
+                    fp32_vectors = grpc_sdk.encode(corpus)
+                    _record_cosines(results, "int8", fp32_vectors, int8_sdk.encode(corpus))
             int8 = results.add("headline", name.format("gRPC") + ", int8", "batch 64", 64,
                                pa["grpc"].measure("int8", data, 64, 1), st64)
 
@@ -291,9 +286,7 @@ def run(settings: Settings, out: Path, repository: Optional[Path] = None) -> Res
                                                  measure(_sdk_call(ov_sdk, texts[:batch]), clients=clients), base)
                                for load, setting, value, batch, clients, base in _service_loads(st64, st1)}
                 for prefix, encoder in [("openvino", ov_sdk), ("openvino_int8", ov_int8_sdk)]:
-                    cosines = (fp32_vectors * encoder.encode(corpus)).sum(axis=1)
-                    results.facts[f"{prefix}_cosine_mean"] = float(cosines.mean())
-                    results.facts[f"{prefix}_cosine_min"] = float(cosines.min())
+                    _record_cosines(results, prefix, fp32_vectors, encoder.encode(corpus))
             ov_int8 = results.add("headline", name.format("gRPC") + ", OpenVINO int8", "batch 64", 64,
                                   pa["grpc"].measure(OPENVINO_INT8, data, 64, 1), st64)
 
@@ -346,6 +339,13 @@ def run(settings: Settings, out: Path, repository: Optional[Path] = None) -> Res
                                      "OpenVINO": (ov_pa, ov_sdk_rows)},
                            {"ONNX Runtime": (int8, "int8"), "OpenVINO": (ov_int8, "openvino_int8")}, st_bf16_64, ov64)
     return results
+
+
+def _record_cosines(results: Results, prefix: str, reference: np.ndarray, vectors: np.ndarray) -> None:
+    """Mean and lowest cosine of each vector to its fp32 reference, both L2-normalised."""
+    cosines = (reference * vectors).sum(axis=1)
+    results.facts[f"{prefix}_cosine_mean"] = float(cosines.mean())
+    results.facts[f"{prefix}_cosine_min"] = float(cosines.min())
 
 
 def _service_loads(st64: Row, st1: Row) -> list[tuple]:
@@ -411,26 +411,15 @@ class _PlainHttpClient:
 
     def __init__(self, base_url: str) -> None:
         address = urllib.parse.urlsplit(base_url)
-        self._host, self._port, self._path = address.hostname, address.port, address.path + "/embeddings"
-        self._local = threading.local()
+        self._http, self._path = KeepAliveClient(address.hostname, address.port, timeout=60), address.path + "/embeddings"
 
     def call(self, batch: list[str]) -> Callable[[], int]:
         body = json.dumps({"model": DEFAULT_MODEL_NAME, "input": batch, "encoding_format": "base64"}).encode()
 
         def post() -> int:
-            connection = getattr(self._local, "connection", None)
-            try:
-                if connection is None:
-                    raise ConnectionError("no connection yet")
-                connection.request("POST", self._path, body, {"Content-Type": "application/json"})
-                response = connection.getresponse()
-            except (ConnectionError, http.client.HTTPException):  # none yet, or closed by the server while idle
-                connection = self._local.connection = http.client.HTTPConnection(self._host, self._port, timeout=60)
-                connection.request("POST", self._path, body, {"Content-Type": "application/json"})
-                response = connection.getresponse()
-            answer = response.read()
-            if response.status != 200:
-                raise RuntimeError(f"the front door answered {response.status}: {answer[:200]!r}")
+            status, answer = self._http.post(self._path, body)
+            if status != 200:
+                raise RuntimeError(f"the front door answered {status}: {answer[:200]!r}")
             rows = json.loads(answer)["data"]
             return len([np.frombuffer(base64.b64decode(row["embedding"]), "<f4") for row in rows])
 

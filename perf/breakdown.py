@@ -19,7 +19,7 @@ from bertserve import Encoder, contract
 from bertserve.model_repository import repository
 from bertserve.model_repository.config import parse
 from bertserve.model_repository.deployment import PerformanceHint
-from bertserve.server import ServerConfig, TritonServer, free_ports
+from bertserve.server import ServerConfig, TritonServer
 
 from . import workload
 from .bench import _machine
@@ -85,10 +85,7 @@ def measure(source: Path, name: str, seconds: float, clients: int, batch: int, t
         with tempfile.TemporaryDirectory(prefix="bertserve-breakdown-") as scratch:
             repo = Path(scratch)
             _serve_as(source, repo, name, variant)
-            http, grpc, metrics = free_ports(3)
-            config = ServerConfig(repository=repo, http_port=http, grpc_port=grpc, metrics_port=metrics,
-                                  host="127.0.0.1", heal=False)
-            with TritonServer(config) as triton, Encoder(triton.grpc_url, model=name) as encoder:
+            with TritonServer(ServerConfig.loopback(repo, heal=False)) as triton, Encoder(triton.grpc_url, model=name) as encoder:
                 result = timed(lambda: len(encoder.encode(texts)), seconds, clients=clients)
                 status = {m.name: m for m in encoder.server_status().models}
         tok, enc = (status[n] for n in repository.component_names(name))

@@ -411,14 +411,12 @@ def run(settings: Settings, out: Path, work: Path, tokenizer_source: Path, serve
 def _serve_and_measure(settings: Settings, repository: Path, models: dict[str, Path], texts: dict[int, list[str]],
                        sampler: GpuSampler, pythonpath: str, results: dict, save: Callable[[], None]) -> None:
     from bertserve import Encoder
-    from bertserve.server import ServerConfig, TritonServer, free_ports
+    from bertserve.server import ServerConfig, TritonServer
 
-    http, grpc, metrics = free_ports(3)
     environment = dict(os.environ)
     # What the Python backend's stub imports first (perf/gpu.sh makes its Python read BERTSERVE_STUB_PATH).
     os.environ["BERTSERVE_STUB_PATH"] = os.pathsep.join(p for p in (pythonpath, os.environ.get("PYTHONPATH")) if p)
-    config = ServerConfig(repository=repository, http_port=http, grpc_port=grpc, metrics_port=metrics,
-                          host="127.0.0.1", startup_timeout=600)
+    config = ServerConfig.loopback(repository, startup_timeout=600)
     try:
         with TritonServer(config) as triton:
             os.environ.clear()

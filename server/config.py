@@ -6,7 +6,7 @@ import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 from bertserve import contract
 
@@ -45,6 +45,13 @@ class ServerConfig:
             key = getattr(self, name)
             if key is not None and not _KEY.match(key):
                 raise ValueError(f"{name} must be at least 16 letters, digits or '-_.~+/' characters")
+
+    @classmethod
+    def loopback(cls, repository: Union[Path, str], **options: Any) -> ServerConfig:
+        """A server for this machine alone, on 127.0.0.1 and ports free right now: tests, benchmarks, notebooks."""
+        http, grpc, metrics = free_ports(3)
+        return cls(**{"repository": repository, "http_port": http, "grpc_port": grpc, "metrics_port": metrics,
+                      "host": "127.0.0.1", **options})
 
     @property
     def remote(self) -> bool:

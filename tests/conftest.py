@@ -25,7 +25,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from bertserve.export import ExportConfig, Pooling, export_model  # noqa: E402
 from bertserve.model_repository.repository import component_names  # noqa: E402
-from bertserve.server import DEFAULT_MODEL_NAME, ServerConfig, TritonServer, free_ports  # noqa: E402
+from bertserve.server import DEFAULT_MODEL_NAME, ServerConfig, TritonServer  # noqa: E402
 from bertserve.server.home import default_model_dir, default_repository  # noqa: E402
 
 from .corpus import sentences  # noqa: E402
@@ -49,9 +49,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def server_config(repository: Path, **overrides) -> ServerConfig:
     """A loopback server on ports free right now; no supervisor unless asked, so its statistics count only tests."""
-    http, grpc, metrics = free_ports(3)
-    return ServerConfig(repository=repository, http_port=http, grpc_port=grpc, metrics_port=metrics,
-                        host="127.0.0.1", **{"heal": False, **overrides})
+    return ServerConfig.loopback(repository, **{"heal": False, **overrides})
 
 
 def settled(read: Callable[[], T], done: Callable[[T], bool], timeout: float = 10.0) -> T:
