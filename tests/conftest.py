@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import IO, Callable, Iterator, TypeVar
+from typing import IO, Callable, Iterator, NoReturn, TypeVar
 
 import pytest
 
@@ -45,6 +45,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if _SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.server)
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip for want of an optional tool; in CI (`CI` set), which must run every such test, fail instead."""
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
 
 
 def server_config(repository: Path, **overrides) -> ServerConfig:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
+
+from ..conftest import unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -25,10 +26,7 @@ def tool(name: str, folder: str) -> Path:
     found = shutil.which(name)
     if found:
         return Path(found)
-    missing = f"{name} is not installed ({path} or on PATH)"
-    if os.environ.get("CI"):
-        pytest.fail(f"{missing}; `make deploy-tools` installs it")
-    pytest.skip(f"{missing}; `make deploy-tools` installs it")
+    unavailable(f"{name} is not installed ({path} or on PATH); `make deploy-tools` installs it")
 
 
 def run(command: list, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
