@@ -46,7 +46,9 @@ def test_dynamic_batcher_merges_concurrent_requests_of_different_lengths(server)
         requests, inferences, executions = steady(lambda: _encoder_figures(enc))
         with ThreadPoolExecutor(16) as pool:
             together = list(pool.map(lambda text: enc.encode([text])[0], texts))
-        after = settled(lambda: _encoder_figures(enc), lambda figures: figures[0] - requests >= 64)
+        # Triton counts a batch's inferences after its requests: wait for both.
+        after = settled(lambda: _encoder_figures(enc),
+                        lambda figures: figures[0] - requests >= 64 and figures[1] - inferences >= 64)
     assert (after[0] - requests, after[1] - inferences) == (64, 64)
     assert after[2] - executions < 64, "concurrent requests of different lengths ran one execution each"
     assert np.abs(np.stack(together) - np.stack(alone)).max() <= 1e-5

@@ -4,14 +4,12 @@ tritonserver, broken model files. The service heals, stops cleanly, or fails lou
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
 
-import numpy as np
 import pytest
 
 from bertserve import Encoder
@@ -97,13 +95,14 @@ def test_sigterm_under_load_lets_in_flight_requests_finish(default_home):
     server.start()
     process = server._process
     with _Load(server, clients=6, api_key=None) as load:
-        time.sleep(2)
+        time.sleep(4)
         stopping = time.monotonic()
         server.stop()
         stopped = time.monotonic()
-    assert process.returncode == 0 and stopped - stopping < server.config.stop_timeout
+    # Exit code 0: Triton finished within its grace period (past it, Triton fails and stop() kills it).
+    assert process.returncode == 0 and stopped - stopping < server.config.stop_timeout + 5
     # In flight at SIGTERM: started well before it (on a loaded machine, a client takes a while to send).
-    before = [o for o in load.outcomes if o[0] < stopping - 0.5]
+    before = [o for o in load.outcomes if o[0] < stopping - 2]
     after = [o for o in load.outcomes if o[0] > stopped]
     assert before and all(error is None for _, _, error in before), [(stopping - s, e) for s, _, e in before if e]
     assert all(isinstance(error, ServerUnavailableError) for _, _, error in after)

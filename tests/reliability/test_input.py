@@ -25,39 +25,41 @@ TEN_MB = ("word " * 2_100_000)[:10_000_000]
 def test_ten_megabyte_item_is_cut_before_tokenizing_and_holds_nobody_up(guarded, capsys):
     tokenizer = backend_pid(guarded, f"{DEFAULT_NAME}_tokenizer")
     before = rss_mb(tokenizer)
-    done, big_seconds, found = threading.Event(), [], []
+    stop, big_seconds, found = threading.Event(), [], []
 
-    def big_requests() -> None:
+    def big_requests() -> None:  # at least 5, and on until the small requests are done
         with Encoder(guarded.grpc_url, model=DEFAULT_NAME, api_key=API_KEY, timeout=120) as enc:
-            for _ in range(5):
+            while len(big_seconds) < 5 or not stop.is_set():
                 started = time.monotonic()
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
                     found.append(enc.encode([TEN_MB]))
                 big_seconds.append(time.monotonic() - started)
                 found.extend(str(w.message) for w in caught if w.category is TruncationWarning)
-        done.set()
 
     thread = threading.Thread(target=big_requests)
     thread.start()
     small = []
     with Encoder(guarded.grpc_url, model=DEFAULT_NAME, api_key=API_KEY, timeout=60) as enc:
-        while not done.is_set():
+        while len(small) < 20:
             started = time.monotonic()
             enc.encode(["a one-sentence request"])
             small.append(time.monotonic() - started)
             time.sleep(0.02)
-    thread.join()
+    stop.set()
+    thread.join(300)
+    assert not thread.is_alive(), "the 10 MB requests did not end"
     grown = rss_mb(tokenizer) - before
     with capsys.disabled():
-        print(f"\n10 MB items: {max(big_seconds):.2f} s each at most; {len(small)} one-sentence requests meanwhile, "
-              f"p50 {np.percentile(small, 50) * 1000:.0f} ms, max {max(small) * 1000:.0f} ms; tokenizer RSS "
-              f"{before:.0f} -> {before + grown:.0f} MB")
-    assert len(small) >= 5 and max(small) < 1.0, small
-    assert max(big_seconds) < 5, big_seconds
+        print(f"\n{len(big_seconds)} 10 MB items: p50 {np.percentile(big_seconds, 50):.2f} s, "
+              f"max {max(big_seconds):.2f} s; {len(small)} one-sentence requests meanwhile, p50 {np.percentile(small, 50) * 1000:.0f} ms, "
+              f"max {max(small) * 1000:.0f} ms; tokenizer RSS {before:.0f} -> {before + grown:.0f} MB")
+    # Tokenized in full, a 10 MB item would hold the one tokenizer for seconds, and the small requests behind it.
+    assert np.percentile(small, 50) < 0.5 and max(small) < 5, small
+    assert np.percentile(big_seconds, 50) < 5, big_seconds
     assert [w for w in found if isinstance(w, str)] == [
         "1 input(s) longer than the model's max_seq_len of 256 tokens (first: item 0, more than 256 tokens) were "
-        "truncated on the right; pass truncate=False to refuse them instead"] * 5
+        "truncated on the right; pass truncate=False to refuse them instead"] * len(big_seconds)
     # The vector is the one of the text's first 256 tokens, as if it had been tokenized in full.
     assert np.abs(found[0] - vectors(guarded, ["word " * 300])).max() <= 1e-5
     assert grown < 100, "the tokenizer kept the memory of 10 MB items"
