@@ -169,6 +169,8 @@ class TritonServer:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=self._environment(install),
+                # A group of its own: a crashed tritonserver can leave backend processes behind; stop() ends them.
+                start_new_session=True,
                 preexec_fn=_die_with_parent,
             )
         try:
@@ -206,6 +208,11 @@ class TritonServer:
                 _log.warning("tritonserver did not stop within %.0f s; killing it", self.config.stop_timeout)
                 process.kill()
                 process.wait()
+        if process is not None:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)  # what outlived it: backend stubs of a crashed server
+            except ProcessLookupError:
+                pass
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None

@@ -53,27 +53,51 @@ class _Load:
             thread.join(timeout=60)
 
 
-@pytest.mark.parametrize("component", ["tokenizer", "encoder"])
-def test_killed_backend_process_heals_under_load(guarded, component, capsys):
-    model = f"{DEFAULT_NAME}_{component}"
-    with _Load(guarded) as load:
+# Triton 2.51's Python backend now and then aborts the whole server when a stub dies mid-request (the same
+# abort is reported upstream in later versions: triton-inference-server/server#8882). `bertserve serve` then
+# exits 1 for its supervisor (Docker, Kubernetes, systemd) to restart it, as a test below shows.
+_TRITON_ABORT = "boost::interprocess::lock_exception"
+
+
+def _kill_under_load(server: TritonServer, model: str) -> tuple[float, list]:
+    """SIGKILL `model`'s backend process under load; (when, outcomes) once serving resumed, or after 30 s."""
+    with _Load(server) as load:
         time.sleep(1)
-        os.kill(backend_pid(guarded, model), signal.SIGKILL)
+        os.kill(backend_pid(server, model), signal.SIGKILL)
         killed = time.monotonic()
-        while time.monotonic() - killed < 30:
+        while time.monotonic() - killed < 30 and server.is_alive():
             time.sleep(0.2)
             recent = [o for o in load.outcomes if o[0] > killed + 0.2]
             if recent and recent[-1][2] is None and any(o[2] is not None for o in load.outcomes if o[0] > killed):
                 break
-    failed = [o for o in load.outcomes if o[2] is not None]
-    assert failed, "the kill did not show: the test proves nothing"
-    recovered = min(o[1] for o in load.outcomes if o[0] > max(f[0] for f in failed) and o[2] is None)
-    with capsys.disabled():
-        print(f"\n{component} process killed under load: serving again after {recovered - killed:.1f} s "
-              f"({len(failed)} requests failed meanwhile)")
-    assert recovered - killed < 30
-    assert guarded._supervisor.reloads >= 1
-    still_serves(guarded)
+    return killed, load.outcomes
+
+
+@pytest.mark.parametrize("component", ["tokenizer", "encoder"])
+def test_killed_backend_process_heals_under_load(default_home, component, capsys):
+    model = f"{DEFAULT_NAME}_{component}"
+    for attempt in (1, 2):  # a fresh server each time, since the upstream abort may end one
+        with TritonServer(server_config(default_home / "repository", api_key=API_KEY, heal=True)) as server:
+            killed, outcomes = _kill_under_load(server, model)
+            if not server.is_alive() and _TRITON_ABORT in server.logs():
+                with capsys.disabled():
+                    print(f"\n{component} process killed under load: tritonserver aborted ({_TRITON_ABORT}), "
+                          f"attempt {attempt}")
+                continue
+            failed = [o for o in outcomes if o[2] is not None]
+            assert failed, "the kill did not show: the test proves nothing"
+            last_failure = max(f[0] for f in failed)
+            served_after = [o[1] for o in outcomes if o[0] > last_failure and o[2] is None]
+            assert served_after, "never served again after the kill"
+            recovered = min(served_after)
+            with capsys.disabled():
+                print(f"\n{component} process killed under load: serving again after {recovered - killed:.1f} s "
+                      f"({len(failed)} requests failed meanwhile)")
+            assert recovered - killed < 30
+            assert server._supervisor.reloads >= 1
+            still_serves(server)
+            return
+    pytest.fail(f"tritonserver aborted twice in a row when a backend process was killed under load ({_TRITON_ABORT})")
 
 
 def test_health_command_proves_serving(throwaway_server):

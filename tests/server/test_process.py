@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import time
 import urllib.request
@@ -12,8 +14,9 @@ import pytest
 from bertserve.errors import ServerStartError
 from bertserve.export import Backend, Deployment, ExportConfig, export_model
 from bertserve.server import TritonServer
+from bertserve.server.supervisor import backend_processes
 
-from ..conftest import server_config
+from ..conftest import server_config, settled
 
 
 def port_free(port: int) -> bool:
@@ -80,3 +83,29 @@ def test_repository_needing_a_native_backend_is_refused_by_name(tiny_bert_dir, t
 def test_missing_installed_tritonserver_is_named(tmp_path):
     with pytest.raises(ServerStartError, match="/nowhere/bin/tritonserver is missing.*/opt/tritonserver"):
         TritonServer(server_config(tmp_path, tritonserver=Path("/nowhere/bin/tritonserver"))).start()
+
+
+def _alive_in_group(group: int) -> set[int]:
+    """Processes of process group `group` that still run (not zombies)."""
+    alive = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            state, _, pgrp = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError):
+            continue
+        if int(pgrp) == group and state != "Z":
+            alive.add(int(entry.name))
+    return alive
+
+
+def test_a_crashed_tritonserver_leaves_no_backend_process_behind(throwaway_server):
+    """A backend stub busy when tritonserver aborts (one loading a model, say) outlives it by minutes, or for
+    good; stop() ends it. Here a stub is frozen so that it cannot notice on its own."""
+    group = throwaway_server.pid
+    stubs = backend_processes(group)
+    assert stubs, "no backend processes to watch: the test proves nothing"
+    os.kill(next(iter(stubs)), signal.SIGSTOP)
+    os.kill(group, signal.SIGKILL)  # as an abort ends it
+    throwaway_server._process.wait()
+    throwaway_server.stop()
+    assert settled(lambda: _alive_in_group(group), lambda alive: not alive, timeout=5) == set()
