@@ -112,10 +112,10 @@ def test_ten_times_that_load_gets_a_fast_busy_for_the_excess(guarded, capsys):
     # The queue timeout bounds the wait of the admitted: at most that long in each of the two models' queues.
     assert summary["admitted_p99"] < 2 * contract.DEFAULT_QUEUE_TIMEOUT + 5
     # Turned away at once, not after a wait in the queue. On 2 cores that also run the 2,560 clients, Triton's
-    # gRPC threads fall behind now and then (over runs here: p50 from 2 to 24 ms, p90 from 7 to 700 ms), so the
-    # bounds leave room: the median well under the seconds the admitted wait, the tail under half of that wait,
-    # which a request that had queued would reach.
-    assert np.percentile(busy, 50) < 0.25
+    # gRPC threads fall behind (over runs here: p50 from 2 to 177 ms, p90 from 7 to 700 ms), so the bounds are
+    # set by the admitted wait, which a request that had queued would reach: a quarter of it for the median,
+    # half of it for the tail.
+    assert np.percentile(busy, 50) < summary["admitted_p50"] / 4
     assert np.percentile(busy, 90) < summary["admitted_p50"] / 2
     still_serves(guarded)
 
