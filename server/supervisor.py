@@ -5,6 +5,13 @@ request to that model fails with "Stub process ... is not healthy" while readine
 supervisor notices, from the process table every `probe_interval` and from a real inference through each
 model every `_PROBE_EVERY` intervals, and reloads the model through the repository API (explicit model
 control, behind the admin key). The probes show in Triton's statistics as one request per model each time.
+
+A reload loads before it unloads where it can: Triton reloads a loaded model in the background, and swaps
+it in when ready, when its version folder changed since the last load (a `load` of an unchanged model does
+nothing). So the supervisor touches the version folders of a local repository and asks for a load: the
+model and its ensemble stay loaded throughout, and clients (which retry a model that cannot run, within
+their timeout) see latency rather than errors. For object storage, or a folder it may not touch, it unloads
+and loads: the ensemble is then unknown for the seconds the load takes ("has no available versions").
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from bertserve import contract
-from bertserve.errors import BertserveError, ServerError
+from bertserve.errors import BertserveError, ModelUnavailableError
 
 if TYPE_CHECKING:
     from .process import TritonServer
@@ -29,10 +36,15 @@ _UNHEALTHY = re.compile(r"Stub process '(.+)_\d+_\d+' is not healthy")
 _PROBE_TEXT = "bertserve probe"
 _RELOAD_TIMEOUT = 120.0
 _PROBE_EVERY = 10
+PROCESS_TABLE, PROBE = "process table", "probe"  # how a death was found, the keys of `Supervisor.detected`
 
 
 class Supervisor:
-    """A thread that probes every `probe_interval` seconds and reloads a model whose backend process died."""
+    """A thread that probes every `probe_interval` seconds and reloads a model whose backend process died.
+
+    `reloads` counts the reloads, `detected` the deaths found by each path (`PROCESS_TABLE`, `PROBE`), and
+    `checks` the rounds of checking completed, so that an observer can tell that rounds passed.
+    """
 
     def __init__(self, server: TritonServer) -> None:
         self._server = server
@@ -41,6 +53,8 @@ class Supervisor:
         self._stubs: dict[int, str] = {}  # backend process id -> its model
         self._probes: dict[str, object] = {}  # ensemble -> Encoder, used by the supervisor thread only
         self.reloads = 0
+        self.detected = {PROCESS_TABLE: 0, PROBE: 0}
+        self.checks = 0
 
     def start(self) -> None:
         self._stubs = backend_processes(self._server.pid)
@@ -61,17 +75,25 @@ class Supervisor:
                 self._check(probe=rounds % _PROBE_EVERY == 0)
             except Exception:  # the supervisor must outlive whatever it finds
                 _log.exception("supervisor check failed")
+            self.checks += 1
         for encoder in self._probes.values():
             encoder.close()
 
     def _check(self, probe: bool) -> None:
-        broken = {model for pid, model in self._stubs.items() if not _alive(pid)}
-        for ensemble in self._ensembles() if probe else ():
-            broken |= self._probe(ensemble)
-        for model in sorted(broken):
-            self._reload(model)
-        if broken:
-            self._stubs = backend_processes(self._server.pid)
+        # Probes first, the table after: a death the probe met is then in the table too, unless the table cannot
+        # see it (a process it never listed), and `detected` credits the probe only with those.
+        probed = {model for ensemble in (self._ensembles() if probe else ()) for model in self._probe(ensemble)}
+        found = {model: PROCESS_TABLE for pid, model in self._stubs.items() if not _alive(pid)}
+        found.update({model: PROBE for model in probed - found.keys()})
+        try:
+            for model, path in sorted(found.items()):
+                self.detected[path] += 1
+                _log.warning("a backend process of model %r died (found by the %s); reloading the model", model, path)
+                self._reload(model)
+        finally:
+            # Also after a failed reload: the dead process leaves the table, and the probe retries it.
+            if found:
+                self._stubs = backend_processes(self._server.pid)
 
     def _ensembles(self) -> list[str]:
         if not self._server.config.remote:
@@ -100,27 +122,46 @@ class Supervisor:
             self._probes[ensemble] = Encoder(self._server.grpc_url, model=ensemble, api_key=self._server.config.api_key,
                                              timeout=10, retries=0)
         try:
-            self._probes[ensemble].encode([_PROBE_TEXT])
-        except ServerError as exc:
+            self._probes[ensemble].encode([_PROBE_TEXT])  # retries=0: a dead backend answers at once
+        except ModelUnavailableError as exc:  # a dead backend, or a model being reloaded (nothing to match)
             return set(_UNHEALTHY.findall(str(exc)))
-        except BertserveError as exc:  # busy, timed out, unavailable: not a reason to reload anything
+        except BertserveError as exc:  # busy, timed out, unreachable: not a reason to reload anything
             _log.debug("probe of %s failed: %s", ensemble, exc)
         return set()
 
     def _reload(self, model: str) -> None:
-        _log.warning("a backend process of model %r died; reloading the model", model)
         started = time.monotonic()
         client, headers = self._admin_client(), self._admin
         try:
-            client.unload_model(model, headers=headers)
-            deadline = time.monotonic() + _RELOAD_TIMEOUT
-            while client.is_model_ready(model, headers=headers) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            client.load_model(model, headers=headers)
+            if self._touch_versions(model):
+                client.load_model(model, headers=headers)  # loaded beside the dead one, then swapped in
+                how = "loaded beside the old one, then swapped"
+            else:
+                client.unload_model(model, headers=headers)
+                deadline = time.monotonic() + _RELOAD_TIMEOUT
+                while client.is_model_ready(model, headers=headers) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                client.load_model(model, headers=headers)
+                how = "unloaded, then loaded"
         finally:
             client.close()
         self.reloads += 1
-        _log.warning("model %r reloaded in %.1f s", model, time.monotonic() - started)
+        _log.warning("model %r reloaded in %.1f s (%s)", model, time.monotonic() - started, how)
+
+    def _touch_versions(self, model: str) -> bool:
+        """Mark `model`'s version folders changed, so that a load reloads it in the background; False where the
+        repository is not a folder this process may touch."""
+        if self._server.config.remote:
+            return False
+        folder = Path(self._server.config.repository) / model
+        try:
+            versions = [path for path in folder.iterdir() if path.name.isdigit() and path.is_dir()]
+            for version in versions:
+                os.utime(version)  # Triton compares a version folder's newest modification time with its last load
+        except OSError as exc:  # a read-only mount, or no such folder
+            _log.debug("cannot touch the versions of %s: %s", model, exc)
+            return False
+        return bool(versions)
 
 
 def backend_processes(triton_pid: Optional[int]) -> dict[int, str]:

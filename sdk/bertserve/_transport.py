@@ -21,6 +21,7 @@ from .errors import (
     BertserveError,
     InvalidInputError,
     ModelNotFoundError,
+    ModelUnavailableError,
     RequestTimeoutError,
     ServerBusyError,
     ServerError,
@@ -239,47 +240,63 @@ def _translated(address: Address, model: str | None = None) -> Iterator[None]:
 # Triton's words for a restricted API, a full queue and a request timed out in the queue.
 _RESTRICTED = "is restricted, expecting header"
 _BUSY = ("Exceeds maximum queue size", "Request timeout expired")
+# A model Triton holds but cannot run now: being loaded or unloaded (no version ready), or its Python backend
+# process died ("Stub process '<model>_0_0' is not healthy", until the supervisor reloads it). Worth a retry,
+# unlike "Request for unknown model: 'x' is not found", a name the server does not hold at all.
+_MODEL_UNAVAILABLE = ("has no available versions", "is not at ready state", "is not healthy")
+_SERVER_NOT_READY = "Server not ready"  # Triton is starting or shutting down
 
 
 def translate_error(exc: Exception, address: Address, model: str | None) -> BertserveError:
     from tritonclient.utils import InferenceServerException
 
-    unreachable = (
-        f"could not reach a Triton server at {address}: start one with `bertserve serve`, "
-        "or check the address and port"
-    )
-    timed_out = f"{address} did not answer within the timeout; raise `timeout=` or check the server's load"
+    def unreachable(why: object) -> ServerUnavailableError:
+        return ServerUnavailableError(
+            f"could not reach a Triton server at {address}: start one with `bertserve serve`, "
+            f"or check the address and port ({why})", detail="the Triton server is not reachable")
+
+    def timed_out() -> RequestTimeoutError:
+        advice = "did not answer within the timeout; raise `timeout=` or check the server's load"
+        return RequestTimeoutError(f"{address} {advice}", detail=f"the Triton server {advice}")
+
     if isinstance(exc, (socket.timeout, TimeoutError)):
-        return RequestTimeoutError(timed_out)
+        return timed_out()
     if isinstance(exc, (ConnectionError, OSError)):
-        return ServerUnavailableError(f"{unreachable} ({exc})")
+        return unreachable(exc)
     if isinstance(exc, InferenceServerException):
         status = str(exc.status() or "")
         message = exc.message() or str(exc)
         if _RESTRICTED in message:
             return _restricted(address, message)
         if any(words in message for words in _BUSY):
-            return ServerBusyError(f"{address} is at capacity and turned the request away ({message}); "
-                                   "it was retried until the timeout: retry later, or add server capacity")
-        if "UNAVAILABLE" in status:
-            return ServerUnavailableError(f"{unreachable} ({message})")
+            busy = (f"is at capacity and turned the request away ({message}); "
+                    "it was retried until the timeout: retry later, or add server capacity")
+            return ServerBusyError(f"{address} {busy}", detail=f"the server {busy}")
+        if any(words in message for words in _MODEL_UNAVAILABLE):
+            unavailable = (f"{f'model {model!r}' if model else 'the model'} is unavailable: the server holds it but "
+                           f"cannot run it now ({message}); it is being reloaded, or its backend process died and a "
+                           "server without healing (`bertserve serve` heals) needs a restart: retry later, or check "
+                           "the server's log")
+            return ModelUnavailableError(f"{address}: {unavailable}", detail=unavailable)
+        # CANCELLED from the server's side: it is shutting down and dropped the call.
+        if "UNAVAILABLE" in status or "CANCELLED" in status or _SERVER_NOT_READY in message:
+            return unreachable(message)
         if "DEADLINE_EXCEEDED" in status or "Deadline Exceeded" in message:
-            return RequestTimeoutError(timed_out)
-        if model is not None and ("unknown model" in message or "is not found" in message or "not ready" in message):
-            return ModelNotFoundError(f"{address} does not serve a ready model {model!r} ({message})")
+            return timed_out()
+        if model is not None and ("unknown model" in message or "is not found" in message):
+            return ModelNotFoundError(f"{address} does not serve a model {model!r} ({message})",
+                                      detail=f"does not serve a model {model!r} ({message})")
         if "INVALID_ARGUMENT" in status or status == "400":
-            return InvalidInputError(f"{address} refused the input: {message}")
-        return ServerError(f"{address} refused the request: {message}")
-    return ServerError(f"request to {address} failed: {exc!r}")
+            return InvalidInputError(f"{address} refused the input: {message}", detail=f"refused the input: {message}")
+        return ServerError(f"{address} refused the request: {message}", detail=f"refused the request: {message}")
+    return ServerError(f"request to {address} failed: {exc!r}", detail="the request to the Triton server failed")
 
 
 def _restricted(address: Address, message: str) -> AuthenticationError:
     if contract.ADMIN_KEY_HEADER in message:
-        return AuthenticationError(
-            f"{address} keeps this for administrators: pass admin_key= (or set BERTSERVE_ADMIN_KEY) with the key "
-            "`bertserve serve` wrote to its admin-key file"
-        )
-    return AuthenticationError(
-        f"{address} requires an API key, and this one is missing or wrong: pass Encoder(url, api_key=...) "
-        "(or set BERTSERVE_API_KEY; `bertserve encode --api-key`)"
-    )
+        advice = ("keeps this for administrators: pass admin_key= (or set BERTSERVE_ADMIN_KEY) with the key "
+                  "`bertserve serve` wrote to its admin-key file")
+    else:
+        advice = ("requires an API key, and this one is missing or wrong: pass Encoder(url, api_key=...) "
+                  "(or set BERTSERVE_API_KEY; `bertserve encode --api-key`)")
+    return AuthenticationError(f"{address} {advice}", detail=f"the server {advice}")

@@ -15,13 +15,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from itertools import islice
-from typing import Any, Iterable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVar
 
 import numpy as np
 
 from . import contract
 from ._transport import Address, Keys, Transport, open_transport, parse_address
-from .errors import InvalidInputError, ModelNotFoundError, ServerBusyError, ServerError, ServerUnavailableError
+from .errors import (
+    InvalidInputError,
+    ModelNotFoundError,
+    ModelUnavailableError,
+    ServerBusyError,
+    ServerError,
+    ServerUnavailableError,
+)
 from .info import ModelInfo
 from .status import ClientStatus, ServerStatus, _ClientCounters
 
@@ -30,6 +37,7 @@ DEFAULT_CONCURRENCY = 4
 DEFAULT_RETRIES = 3
 PAIR_SEPARATOR = " ||| "  # bert-as-service's way of writing a sentence pair as one string
 _PROGRESS_MIN_REQUESTS = 8  # an automatic progress bar only for jobs of at least this many requests
+T = TypeVar("T")
 
 
 class TruncationWarning(UserWarning):
@@ -65,7 +73,10 @@ class Encoder:
     sent `concurrency` at a time; results keep input order. Every call is
     bounded by `timeout` seconds; refused connections are retried `retries`
     times with backoff inside that bound, and a server at capacity is retried
-    with jittered backoff until that bound. `api_key` (default
+    with jittered backoff until that bound. So is a model the server holds but
+    cannot run for a moment (being reloaded, or healing after its backend
+    process died), unless `retries=0`, which fails at once with
+    `ModelUnavailableError` (health checks want that). `api_key` (default
     $BERTSERVE_API_KEY) is sent to servers that require one; `admin_key`
     (default $BERTSERVE_ADMIN_KEY) only matters for admin APIs. One Encoder may
     be shared by many threads.
@@ -218,7 +229,8 @@ class Encoder:
         if self._info is None:
             name = self._model or self._single_model()
             try:
-                config = self._transport().model_config(name)
+                config = self._retrying(lambda: self._transport().model_config(name), time.monotonic() + self.timeout,
+                                        counted=False)
             except ModelNotFoundError:
                 served = self.models()
                 raise ModelNotFoundError(
@@ -307,38 +319,44 @@ class Encoder:
         return results
 
     def _infer(self, model: str, batch: _Batch, outputs: list[str]) -> dict[str, np.ndarray]:
-        deadline = time.monotonic() + self.timeout
-        attempt = busy = 0
         started = time.monotonic()
-        while True:
-            try:
-                result = self._transport().infer(model, batch.inputs, outputs)
-                break
-            except ServerBusyError:
-                # At capacity: back off with jitter (clients turned away together must not return together),
-                # for as long as the timeout allows.
-                backoff = random.uniform(0.5, 1.0) * min(2.0, 0.05 * 2**busy)
-                if time.monotonic() + backoff >= deadline:
-                    self._counters.add(failures=1)
-                    raise
-                busy += 1
-                self._counters.add(retries=1)
-                time.sleep(backoff)
-            except ServerUnavailableError:
-                backoff = 0.1 * 2**attempt
-                if attempt >= self.retries or time.monotonic() + backoff >= deadline:
-                    self._counters.add(failures=1)
-                    raise
-                attempt += 1
-                self._counters.add(retries=1)
-                time.sleep(backoff)
-            except Exception:
-                self._counters.add(failures=1)
-                raise
+        result = self._retrying(lambda: self._transport().infer(model, batch.inputs, outputs), started + self.timeout)
         if len(result["embedding"]) != batch.size:  # never hand back fewer vectors than inputs
             raise ServerError(f"{self.address} returned {len(result['embedding'])} vectors for {batch.size} inputs")
         self._counters.add(requests=1, sentences=batch.size, seconds=time.monotonic() - started)
         return result
+
+    def _retrying(self, call: Callable[[], T], deadline: float, counted: bool = True) -> T:
+        """`call()`, retried with backoff before `deadline` while its failure is one that passes; `counted` in
+        `status()` (requests are, model lookups are not)."""
+        count = self._counters.add if counted else lambda **_: None
+        attempt = waited = 0
+        while True:
+            try:
+                return call()
+            except (ServerBusyError, ModelUnavailableError) as exc:
+                # At capacity, or the model is being reloaded: back off with jitter (clients turned away together
+                # must not return together), for as long as the timeout allows. A reload takes seconds, so a
+                # client waits at most half a second past its end. `retries=0` does not wait for a model that
+                # cannot run: a health check must see a dead backend at once.
+                ceiling = 2.0 if isinstance(exc, ServerBusyError) else 0.5
+                backoff = random.uniform(0.5, 1.0) * min(ceiling, 0.05 * 2**waited)
+                given_up = isinstance(exc, ModelUnavailableError) and not self.retries
+                if given_up or time.monotonic() + backoff >= deadline:
+                    count(failures=1)
+                    raise
+                waited += 1
+            except ServerUnavailableError:
+                backoff = 0.1 * 2**attempt
+                if attempt >= self.retries or time.monotonic() + backoff >= deadline:
+                    count(failures=1)
+                    raise
+                attempt += 1
+            except Exception:
+                count(failures=1)
+                raise
+            count(retries=1)
+            time.sleep(backoff)
 
     def _check_truncation(self, info: ModelInfo, results: list[dict[str, np.ndarray]], truncate: bool) -> None:
         counts = np.concatenate([r["token_count"].reshape(-1) for r in results])

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 
 class BertserveError(Exception):
-    """Base class of every error bertserve raises on purpose."""
+    """Base class of every error bertserve raises on purpose.
+
+    `detail` is the message without the address the client used: what a front door may pass on to its own
+    clients, who must not learn the service's internal addresses. It is the whole message where that holds no address.
+    """
+
+    def __init__(self, message: str = "", *, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = message if detail is None else detail
 
 
 class InvalidInputError(BertserveError, ValueError):
@@ -17,7 +25,13 @@ class InvalidInputError(BertserveError, ValueError):
 
 
 class ServerUnavailableError(BertserveError, ConnectionError):
-    """No Triton server answered at the address tried."""
+    """No Triton server answered at the address tried, or (`ModelUnavailableError`) it cannot run the model now:
+    either way a retry later may succeed."""
+
+
+class ModelUnavailableError(ServerUnavailableError):
+    """The server holds the model but cannot run it now (being reloaded, or a backend process died), still after
+    retries within the timeout. Unlike `ModelNotFoundError`, the model exists: retrying later may succeed."""
 
 
 class RequestTimeoutError(BertserveError, TimeoutError):
