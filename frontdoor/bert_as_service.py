@@ -27,7 +27,7 @@ from bertserve import __version__
 from bertserve.errors import BertserveError, InvalidInputError
 
 from .config import BERT_AS_SERVICE_VERSION, FrontDoorConfig
-from .models import Models
+from .models import Models, client_message
 
 _log = logging.getLogger("bertserve.frontdoor")
 _SUBSCRIBE_WAIT = 5.0  # seconds an answer waits for its client's subscription to reach the result socket
@@ -120,10 +120,10 @@ class BertAsServiceServer:
                 await self._publish(identity, json.dumps(header).encode(), data, request_id)
         except Exception as exc:
             self._counts["num_failed_request"] += 1
-            message = str(exc) if isinstance(exc, BertserveError) else "the server failed to encode the input"
-            if not isinstance(exc, BertserveError):
-                _log.exception("bert-as-service request failed")
-            error = {"dtype": f"bertserve: {message}", "shape": [0], "tokens": "", "error": message}
+            message = client_message(exc)
+            # NumPy reads a dtype with a comma as a list of formats and raises ValueError, without the promised
+            # TypeError "data type ... not understood".
+            error = {"dtype": f"bertserve: {message}".replace(",", ";"), "shape": [0], "tokens": "", "error": message}
             await self._publish(identity, json.dumps(error).encode(), b"", request_id)
 
     async def _encode(self, body: bytes) -> tuple[dict[str, Any], bytes]:
@@ -151,12 +151,23 @@ class BertAsServiceServer:
         return {"dtype": "float32", "shape": list(vectors.shape), "tokens": encoded.tokens}, vectors.tobytes()
 
     def _server_config(self) -> dict[str, Any]:
-        info = self.models.encoder().info()
-        return {
+        protocol = {
             "server_version": BERT_AS_SERVICE_VERSION,  # the client refuses any other
             "bertserve_version": __version__,
+            "show_tokens_to_client": True,
+            "port": self.config.bert_as_service_ports[0],
+            "port_out": self.config.bert_as_service_ports[1],
+        }
+        try:
+            info = self.models.encoder().info()
+        except BertserveError as exc:
+            # The client reads this on connecting and fails with a KeyError on an error answer: it gets the
+            # protocol's part, so that it connects and its encode() raises with the reason.
+            return {**protocol, "model": None, "max_seq_len": None, "error": client_message(exc)}
+        return {
+            **protocol,
             "model": info.name,
-            "model_dir": info.source,
+            "model_dir": info.source,  # the folder's name only: clients learn no server path
             "max_seq_len": info.max_seq_len,
             "max_batch_size": info.max_batch_size,
             "pooling_strategy": _POOLING.get(info.pooling, info.pooling),
@@ -165,10 +176,6 @@ class BertAsServiceServer:
             "dim": info.dim,
             "normalize": info.normalize,
             "precision": info.precision,
-            "show_tokens_to_client": True,
-            "port": self.config.bert_as_service_ports[0],
-            "port_out": self.config.bert_as_service_ports[1],
-            "triton": self.config.triton_url,
         }
 
     def _status(self) -> dict[str, Any]:

@@ -34,7 +34,7 @@ class FrontDoorConfig:
                 raise ValueError(f"{name} {port} is not a usable port (0 turns it off)")
         if not self.openai_port and not self.bert_as_service_port:
             raise ValueError("both front doors are off; give --openai-port or --bert-as-service-port")
-        if self.openai_port and self.openai_port in (self.bert_as_service_port, self.bert_as_service_port + 1):
+        if self.openai_port and self.bert_as_service_port and self.openai_port in self.bert_as_service_ports:
             raise ValueError(f"port {self.openai_port} is asked for twice")
         if self.timeout <= 0 or self.max_request_bytes < 1:
             raise ValueError("timeout and max_request_bytes must be positive")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import hmac
-import logging
 from typing import Any, Optional
 
 import numpy as np
@@ -30,9 +29,8 @@ from bertserve.errors import (
 )
 
 from .config import MAX_INPUTS, FrontDoorConfig
-from .models import Models
+from .models import FAILED, Models, client_message
 
-_log = logging.getLogger("bertserve.frontdoor")
 TRUNCATED_HEADER = "bertserve-truncated-inputs"  # how many inputs were cut to max_seq_len
 
 
@@ -139,25 +137,19 @@ def _encode(models: Models, name: str, texts: list[str], dimensions: Optional[in
 
 
 def _refusal(exc: Exception) -> _Refusal:
-    """What a failure means to the client; internals never reach the body."""
+    """What a failure means to the client; internals (Triton's address, paths, tracebacks) never reach the body."""
     if isinstance(exc, _Refusal):
         return exc
+    message = client_message(exc)
     if isinstance(exc, InvalidInputError):
-        return _Refusal(400, str(exc), param="input", code="invalid_input")
+        return _Refusal(400, message, param="input", code="invalid_input")
     if isinstance(exc, ServerBusyError):
-        return _Refusal(429, "The server is at capacity; retry after a moment", "rate_limit_error", code="busy")
+        return _Refusal(429, message, "rate_limit_error", code="busy")
     if isinstance(exc, (ServerUnavailableError, RequestTimeoutError)):
-        return _Refusal(503, "The embedding server is not reachable or did not answer in time; retry later",
-                        "server_error", code="unavailable")
+        return _Refusal(503, message, "server_error", code="unavailable")
     if isinstance(exc, AuthenticationError):
-        _log.error("Triton refused the front door's key: %s", exc)
-        return _Refusal(500, "The front door is not allowed in by the embedding server (check its --api-key)",
-                        "server_error")
-    if isinstance(exc, BertserveError):
-        _log.error("encoding failed: %s", exc)
-    else:
-        _log.exception("unexpected failure")
-    return _Refusal(500, "The server failed to encode the input", "server_error")
+        return _Refusal(500, message, "server_error")
+    return _Refusal(500, FAILED, "server_error")
 
 
 def _authorize(request: Request, config: FrontDoorConfig) -> None:

@@ -2,19 +2,24 @@
 
 The export writes these fields into the ensemble's `config.pbtxt` as
 `parameters` (and as `bertserve.json` beside it), so any Triton client can see
-what the vectors mean without access to the original model folder.
+what the vectors mean without access to the original model folder. The model
+config is readable without a key, so it names the source folder by its base name
+only; the full path stays in `bertserve.json`, on the server's disk.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import MISSING, asdict, dataclass, fields
+from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any, Mapping
 
 from .errors import ModelNotFoundError
 
 _PREFIX = "bertserve."
-FORMAT_VERSION = 2  # 2: token_count may be contract.NOT_COUNTED; queue bounds; 4xx errors
+# 2: token_count may be contract.NOT_COUNTED; queue bounds; 4xx errors. 3: the model config names the source folder
+# by its base name only (a change of version re-exports the default model, whose older config shows the path).
+FORMAT_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -22,7 +27,7 @@ class ModelInfo:
     """Description of one exported embedding model."""
 
     name: str
-    source: str
+    source: str  # the exported folder: its path where exported, its base name where read from the server
     dim: int
     pooling: str
     layers: tuple[int, ...]
@@ -48,6 +53,8 @@ class ModelInfo:
                 value = ",".join(str(v) for v in value)
             elif isinstance(value, bool):
                 value = "true" if value else "false"
+            elif key == "source":
+                value = folder_name(value)
             out[_PREFIX + key] = str(value)
         return out
 
@@ -66,7 +73,7 @@ class ModelInfo:
             )
         return cls(
             name=raw["name"],
-            source=raw["source"],
+            source=folder_name(raw["source"]),  # an export before version 3 wrote the whole path
             dim=int(raw["dim"]),
             pooling=raw["pooling"],
             layers=tuple(int(v) for v in raw["layers"].split(",")),
@@ -86,3 +93,8 @@ class ModelInfo:
     @classmethod
     def is_bertserve_config(cls, params: Mapping[str, Any]) -> bool:
         return _PREFIX + "dim" in params
+
+
+def folder_name(path: str) -> str:
+    """The last part of a folder path, POSIX or Windows: what a client may learn of where a model came from."""
+    return PureWindowsPath(PurePosixPath(path.rstrip("/\\")).name).name

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
+from typing import Any, Optional
 
 import pytest
 
 from bertserve.frontdoor import FrontDoor, FrontDoorConfig
-from bertserve.server import free_ports
+from bertserve.server import TritonServer, free_ports
 
 from ..conftest import DEFAULT_NAME
 
@@ -27,14 +29,24 @@ def free_pair() -> int:
     raise RuntimeError("no two free ports in a row")
 
 
-def door_config(server, **overrides) -> FrontDoorConfig:
+def internals(server: TritonServer) -> tuple[str, ...]:
+    """What would give away the Triton server behind a door: words that no answer of a door may contain."""
+    return ("localhost", "127.0.0.1", "grpc://", "http://", *(str(port) for port in server.config.ports.values()))
+
+
+def door_config(server: Optional[TritonServer], **overrides: Any) -> FrontDoorConfig:
+    """A loopback front door in front of `server` (or of `triton_url` in `overrides`), on ports free right now."""
     (openai_port,) = free_ports(1)
-    return FrontDoorConfig(**{"triton_url": server.grpc_url, "host": "127.0.0.1", "openai_port": openai_port,
-                              "bert_as_service_port": free_pair(), "bert_as_service_model": DEFAULT_NAME,
-                              "api_key": API_KEY, **overrides})
+    options = {"host": "127.0.0.1", "openai_port": openai_port, "bert_as_service_port": free_pair(),
+               "bert_as_service_model": DEFAULT_NAME, "api_key": API_KEY, **overrides}
+    options.setdefault("triton_url", server.grpc_url if server is not None else None)
+    return FrontDoorConfig(**options)
 
 
 @pytest.fixture(scope="session")
 def door(server):
     with FrontDoor(door_config(server)) as front:
+        # The key travels in the environment: the command line is readable by every user (`ps`).
+        command_line = Path(f"/proc/{front._process.pid}/cmdline").read_bytes()
+        assert b"bertserve.frontdoor" in command_line and API_KEY.encode() not in command_line
         yield front

@@ -13,7 +13,7 @@ from bertserve.frontdoor import FrontDoor
 
 from ..conftest import DEFAULT_NAME, TOKENS_NAME
 from ..corpus import sentences
-from .conftest import door_config
+from .conftest import door_config, internals
 
 TEXTS = sentences(24)
 TIMEOUT_MS = 60_000
@@ -95,15 +95,25 @@ def test_eight_concurrent_clients(door, sdk):
         assert np.abs(got - np.roll(want, -k, axis=0)).max() <= 1e-5
 
 
+def _counted(before: dict, after: dict) -> tuple[int, int, int]:
+    """(requests, sentences, failed requests) counted between two `server_status` answers."""
+    return tuple(after[key] - before[key] for key in ("num_request", "num_sentence", "num_failed_request"))
+
+
 def test_server_config_and_status(door):
     with _client(door) as bc:  # the client itself checks server_version against its own 1.10.0
         config = bc.server_config
+        before = bc.server_status
         bc.encode(TEXTS[:2])
-        status = bc.server_status
+        served = bc.server_status
+        with pytest.raises(TypeError, match="bertserve: "):
+            bc.encode(["refused ||| "])
+        refused = bc.server_status
     assert config["server_version"] == "1.10.0" and config["model"] == DEFAULT_NAME
     assert (config["max_seq_len"], config["pooling_strategy"], config["show_tokens_to_client"]) == (256, "REDUCE_MEAN",
                                                                                                    True)
-    assert status["num_request"] >= 1 and status["num_sentence"] >= 2
+    assert _counted(before, served) == (1, 2, 0)
+    assert _counted(served, refused) == (0, 0, 1)
 
 
 def test_a_refused_request_raises_in_the_unchanged_client_with_the_reason(door):
@@ -111,6 +121,25 @@ def test_a_refused_request_raises_in_the_unchanged_client_with_the_reason(door):
         with pytest.raises(TypeError, match="bertserve: second sentence of item 0 is an empty string"):
             bc.encode(["hello ||| "])
         assert bc.encode(["still serving"]).shape == (1, 384)
+
+
+@pytest.mark.parametrize("text", ["\u200b\u200d", "\x00"], ids=["zero-width", "nul"])
+def test_input_the_tokenizer_refuses_names_no_internal_address(door, server, text):
+    """Triton refuses them, and its error names the door's own Triton address: the client gets the rest."""
+    with _client(door) as bc, pytest.raises(TypeError, match="bertserve: refused the input") as raised:
+        bc.encode([text])
+    assert not [word for word in internals(server) if word in str(raised.value)], str(raised.value)
+
+
+@pytest.mark.filterwarnings("ignore:server does not put a restriction on \"max_seq_len\"")  # no model, no length
+def test_a_door_serving_several_models_without_a_name_says_so(server):
+    """Without a model name the door takes the one served; with several, the unchanged client still connects
+    and each encode says what to do."""
+    with FrontDoor(door_config(server, openai_port=0, bert_as_service_model=None)) as door, _client(door) as bc:
+        assert bc.server_config["model"] is None
+        with pytest.raises(TypeError, match=r"bertserve: several models are served \(.*\); start the front door "
+                                            "with a model name"):
+            bc.encode(["hello"])
 
 
 def test_the_door_warns_that_the_protocol_has_no_keys(door):

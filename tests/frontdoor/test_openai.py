@@ -7,7 +7,7 @@ import json
 import os
 import signal
 import subprocess
-import time
+from pathlib import Path
 
 import numpy as np
 import openai
@@ -15,10 +15,11 @@ import pytest
 
 from bertserve import Encoder
 from bertserve.frontdoor import FrontDoor
+from bertserve.server import free_ports
 
-from ..conftest import DEFAULT_NAME, STREAM_NAME, TOKENS_NAME, crawling_clients
+from ..conftest import DEFAULT_NAME, STREAM_NAME, TOKENS_NAME, crawling_clients, settled
 from ..corpus import sentences
-from .conftest import API_KEY, door_config
+from .conftest import API_KEY, door_config, internals
 
 TEXTS = sentences(32)
 
@@ -105,8 +106,23 @@ def test_a_wrong_or_missing_key_is_401(door):
         assert raised.value.body["code"] == "invalid_api_key"
 
 
-def test_models_lists_what_is_served(client):
-    assert {DEFAULT_NAME, TOKENS_NAME, STREAM_NAME} <= {model.id for model in client.models.list()}
+def test_models_lists_what_is_served_and_nothing_else(client, server):
+    """Exactly the repository's embedding models: a tokenizer or encoder component listed could be picked."""
+    served = {path.parent.name for path in Path(server.config.repository).glob("*/bertserve.json")}
+    ids = [model.id for model in client.models.list()]
+    assert {DEFAULT_NAME, TOKENS_NAME, STREAM_NAME} <= served
+    assert sorted(ids) == sorted(served)
+    assert not [name for name in ids if name.endswith(("_tokenizer", "_encoder"))]
+
+
+@pytest.mark.parametrize("text", ["\u200b\u200d", "\x00"], ids=["zero-width", "nul"])
+def test_input_the_tokenizer_refuses_is_400_and_names_no_internal_address(client, server, text):
+    """They pass the door's blank check; Triton refuses them, and its error names the door's own Triton address."""
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.embeddings.create(model=DEFAULT_NAME, input=[text])
+    assert (raised.value.body["code"], raised.value.body["param"]) == ("invalid_input", "input")
+    body = raised.value.response.text
+    assert "refused the input" in body and not [word for word in internals(server) if word in body], body
 
 
 def _curl(door, path, *args):
@@ -177,8 +193,9 @@ def test_health_reflects_real_readiness_and_needs_no_key(door):
 
 
 def test_unknown_routes_and_methods_are_4xx(door):
-    assert _curl(door, "/v1/completions", *AUTH, "-d", "{}")[0] == 404
-    assert _curl(door, "/v1/embeddings", *AUTH)[0] == 405
+    for answer, status, code in [(_curl(door, "/v1/completions", *AUTH, "-d", "{}"), 404, "not_found"),
+                                 (_curl(door, "/v1/embeddings", *AUTH), 405, "method_not_allowed")]:
+        assert (answer[0], json.loads(answer[1])["error"]["code"]) == (status, code)
 
 
 def test_health_turns_503_when_a_backend_process_is_dead(throwaway_server):
@@ -188,7 +205,19 @@ def test_health_turns_503_when_a_backend_process_is_dead(throwaway_server):
     with FrontDoor(door_config(throwaway_server, bert_as_service_port=0)) as front:
         assert _curl(front, "/health")[0] == 200
         os.kill(backend_pid(throwaway_server, f"{DEFAULT_NAME}_encoder"), signal.SIGKILL)  # no supervisor here
-        time.sleep(2.5)  # past the cached answer
-        status, body = _curl(front, "/health")
+        status, body = settled(lambda: _curl(front, "/health"), lambda answer: answer[0] == 503)  # past the cache
         assert status == 503 and json.loads(body)["error"]["code"] == "not_ready"
-        assert "Traceback" not in body
+        assert "Traceback" not in body and not [word for word in internals(throwaway_server) if word in body], body
+
+
+@pytest.mark.server  # a front-door process of its own
+def test_a_door_whose_triton_is_not_there_answers_503():
+    """Nothing listens at its Triton address: embeddings are 503 `unavailable` (retry later), health says why."""
+    (port,) = free_ports(1)
+    with FrontDoor(door_config(None, triton_url=f"127.0.0.1:{port}", bert_as_service_port=0, timeout=5.0)) as front:
+        status, body = _curl(front, "/v1/embeddings", *AUTH, "-d", json.dumps({"model": DEFAULT_NAME, "input": "x"}))
+        assert (status, json.loads(body)["error"]["code"], json.loads(body)["error"]["type"]) == (
+            503, "unavailable", "server_error")
+        status, body = _curl(front, "/health")
+        assert (status, json.loads(body)["error"]["code"]) == (503, "not_ready")
+        assert json.loads(body)["error"]["message"] == "not ready: the Triton server is not reachable"

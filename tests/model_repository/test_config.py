@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from tritonclient.grpc import model_config_pb2 as pb
 
@@ -12,7 +14,7 @@ from bertserve.model_repository.repository import ENCODER_QUEUE_DELAY_US, model_
 
 
 def _info(pooling: str = "mean", precision: str = "fp32") -> ModelInfo:
-    return ModelInfo(name="m", source="/x", dim=768, pooling=pooling, layers=(-2, -1), normalize=False,
+    return ModelInfo(name="m", source="/models/x", dim=768, pooling=pooling, layers=(-2, -1), normalize=False,
                      max_seq_len=128, max_batch_size=32, precision=precision)
 
 
@@ -108,7 +110,9 @@ def test_ensemble_records_model_info():
     assert parsed.platform == "ensemble"
     assert [step.model_name for step in parsed.ensemble_scheduling.step] == ["m_tokenizer", "m_encoder"]
     params = {k: {"string_value": v.string_value} for k, v in parsed.parameters.items()}
-    assert ModelInfo.from_parameters("m", params) == info
+    # Everything but where it came from: the config is readable without a key, so it names the folder, not its path.
+    assert params["bertserve.source"] == {"string_value": "x"}
+    assert ModelInfo.from_parameters("m", params) == dataclasses.replace(info, source="x")
 
 
 def test_native_onnxruntime_on_gpus_with_tensorrt_accelerator():

@@ -1,0 +1,55 @@
+"""`FrontDoorConfig` refusals and `FrontDoor` on a taken port: pure, no process is started."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from bertserve.errors import ServerStartError
+from bertserve.frontdoor import FrontDoor, FrontDoorConfig
+
+from .conftest import free_pair
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"openai_port": -1}, "openai_port -1 is not a usable port"),
+    ({"openai_port": 65536}, "openai_port 65536 is not a usable port"),
+    ({"bert_as_service_port": -1}, "bert_as_service_port -1 is not a usable port"),
+    ({"bert_as_service_port": 65535}, "bert_as_service_port 65535 is not a usable port"),  # results would need 65536
+    ({"openai_port": 0, "bert_as_service_port": 0}, "both front doors are off"),
+    ({"openai_port": 5000, "bert_as_service_port": 5000}, "port 5000 is asked for twice"),
+    ({"openai_port": 5001, "bert_as_service_port": 5000}, "port 5001 is asked for twice"),
+    ({"timeout": 0.0}, "timeout and max_request_bytes must be positive"),
+    ({"timeout": -1.0}, "timeout and max_request_bytes must be positive"),
+    ({"max_request_bytes": 0}, "timeout and max_request_bytes must be positive"),
+])
+def test_unusable_configs_are_refused(options, message):
+    with pytest.raises(ValueError, match=message):
+        FrontDoorConfig(**options)
+
+
+@pytest.mark.parametrize("options", [
+    {"openai_port": 1},  # bert-as-service off: its ports are not taken, 0 and 1 included
+    {"openai_port": 0, "bert_as_service_port": 65534},
+    {"openai_port": 65535, "bert_as_service_port": 5000},
+    {"openai_port": 4999, "bert_as_service_port": 5000},
+    {"openai_port": 5002, "bert_as_service_port": 5000},
+])
+def test_usable_configs_are_taken(options):
+    assert FrontDoorConfig(**options).openai_port == options["openai_port"]
+
+
+@pytest.mark.parametrize("door, taken", [("openai", 0), ("bert-as-service requests", 0),
+                                         ("bert-as-service results", 1)])
+def test_a_taken_port_is_named_before_anything_starts(door, taken):
+    port = free_pair()
+    options = {"openai_port": port} if door == "openai" else {"openai_port": 0, "bert_as_service_port": port}
+    front = FrontDoor(FrontDoorConfig(host="127.0.0.1", **options))
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", port + taken))
+        holder.listen()
+        with pytest.raises(ServerStartError, match=f"front-door port {port + taken} is already in use; stop what uses "
+                                                   "it or pick another"):
+            front.start()
+    assert not front.is_alive() and front._process is None

@@ -1,0 +1,195 @@
+"""The OpenAI door's Starlette app in process, through Starlette's `TestClient`, with fake `Models`.
+
+Pure and fast: no Triton, no front-door process. The fakes stand for our own `Models` and SDK `Encoder`, so that
+every failure the SDK can raise reaches the app: its status, OpenAI body, `retry-after`, and that no internal
+address or path reaches the client.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Optional
+
+import numpy as np
+import pytest
+from starlette.testclient import TestClient
+
+from bertserve.client import Encoded
+from bertserve.errors import (
+    AuthenticationError,
+    InvalidInputError,
+    ModelNotFoundError,
+    RequestTimeoutError,
+    ServerBusyError,
+    ServerError,
+    ServerUnavailableError,
+)
+from bertserve.frontdoor import FrontDoorConfig
+from bertserve.frontdoor.openai import create_app
+from bertserve.info import ModelInfo
+
+KEY = "app-test-key-0123456789"
+MODEL = "fake-model"
+LIMIT = 1000  # max_request_bytes
+# The address an SDK error names: none of it may reach a client.
+INTERNAL = "grpc://10.9.8.7:18101"
+INTERNALS = ("10.9.8.7", "18101", "grpc://", "/secret")
+INFO = ModelInfo(name=MODEL, source="fake", dim=4, pooling="mean", layers=(-1,), normalize=True, max_seq_len=16,
+                 max_batch_size=8)
+
+
+class _FakeEncoder:
+    """The SDK `Encoder` as the app uses it: `info()` and `encode_detailed()`, which raises `failure` if given."""
+
+    def __init__(self, failure: Optional[Exception]) -> None:
+        self.failure = failure
+
+    def info(self) -> ModelInfo:
+        return INFO
+
+    def encode_detailed(self, texts: list[str]) -> Encoded:
+        if self.failure is not None:
+            raise self.failure
+        n = len(texts)
+        return Encoded(vectors=np.full((n, INFO.dim), 0.5, np.float32), token_counts=np.full(n, 3),
+                       truncated=np.zeros(n, bool), tokens_seen=3 * n)
+
+
+class _FakeModels:
+    """`frontdoor.models.Models` without Triton: one model, a fixed readiness answer."""
+
+    def __init__(self, failure: Optional[Exception] = None, problem: Optional[str] = None) -> None:
+        self._encoder, self._problem = _FakeEncoder(failure), problem
+
+    async def call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return function(*args, **kwargs)
+
+    def encoder(self, name: Optional[str] = None) -> _FakeEncoder:
+        if name != MODEL:
+            raise ModelNotFoundError(f"no model {name!r} is served here; GET /v1/models lists them")
+        return self._encoder
+
+    def names(self) -> list[str]:
+        return [MODEL]
+
+    def problem(self) -> Optional[str]:
+        return self._problem
+
+
+def _client(failure: Optional[Exception] = None, problem: Optional[str] = None) -> TestClient:
+    config = FrontDoorConfig(triton_url=INTERNAL.removeprefix("grpc://"), host="127.0.0.1", openai_port=1,
+                             api_key=KEY, max_request_bytes=LIMIT)
+    # Unforeseen exceptions are answered by the app and then re-raised to the server, as Starlette does; the
+    # client here sees what a real client would, the answer.
+    return TestClient(create_app(config, _FakeModels(failure, problem)), raise_server_exceptions=False,
+                      headers={"Authorization": f"Bearer {KEY}"})
+
+
+def _embed(client: TestClient, **body: Any):
+    return client.post("/v1/embeddings", json={"model": MODEL, "input": ["hello"], **body})
+
+
+def _error(response) -> dict[str, Any]:
+    assert not any(internal in response.text for internal in INTERNALS), response.text
+    return response.json()["error"]
+
+
+def test_the_fakes_encode():
+    response = _embed(_client())
+    assert response.status_code == 200 and response.json()["data"][0]["embedding"] == [0.5] * 4
+
+
+@pytest.mark.parametrize("failure, status, kind, code, retry_after", [
+    (ServerBusyError(f"{INTERNAL} is at capacity and turned the request away"), 429, "rate_limit_error", "busy", "1"),
+    (ServerUnavailableError(f"could not reach a Triton server at {INTERNAL}"), 503, "server_error", "unavailable",
+     "1"),
+    (RequestTimeoutError(f"{INTERNAL} did not answer within the timeout"), 503, "server_error", "unavailable", "1"),
+    (AuthenticationError(f"{INTERNAL} requires an API key"), 500, "server_error", None, None),
+    (RuntimeError("/secret/path"), 500, "server_error", None, None),
+    (ServerError(f"{INTERNAL} refused the request: boom", detail="refused the request: boom"), 500, "server_error",
+     None, None),
+    (ModelNotFoundError(f"{INTERNAL} does not serve a ready model"), 500, "server_error", None, None),
+    (InvalidInputError(f"{INTERNAL} refused the input: in ensemble '{MODEL}', no token",
+                       detail=f"refused the input: in ensemble '{MODEL}', no token"),
+     400, "invalid_request_error", "invalid_input", None),
+], ids=["busy", "unavailable", "timeout", "key refused", "unforeseen", "server error", "model gone", "input refused"])
+def test_sdk_failures_map_to_openai_errors_without_internals(failure, status, kind, code, retry_after):
+    response = _embed(_client(failure))
+    error = _error(response)
+    assert (response.status_code, error["type"], error["code"]) == (status, kind, code)
+    assert response.headers.get("retry-after") == retry_after
+    if isinstance(failure, InvalidInputError):  # the client's own mistake: it is told what Triton said
+        assert (error["message"], error["param"]) == (failure.detail, "input")
+    elif status == 500 and not isinstance(failure, AuthenticationError):
+        assert error["message"] == "The server failed to encode the input"
+
+
+def test_a_refused_key_is_logged_for_the_operator(caplog):
+    with caplog.at_level(logging.ERROR, "bertserve.frontdoor"):
+        response = _embed(_client(AuthenticationError(f"{INTERNAL} requires an API key")))
+    assert response.status_code == 500 and "--api-key" in _error(response)["message"]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"Triton refused the front door's key: {INTERNAL} requires an API key"]
+
+
+def test_an_unforeseen_failure_is_logged_with_its_traceback(caplog):
+    with caplog.at_level(logging.ERROR, "bertserve.frontdoor"):
+        _embed(_client(RuntimeError("/secret/path")))
+    (record,) = [r for r in caplog.records if r.name == "bertserve.frontdoor"]
+    assert record.exc_info and str(record.exc_info[1]) == "/secret/path"
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"user": 42}, "user"),
+    ({"input": [True]}, "input"),
+], ids=["non-string user", "input [true]"])
+def test_wrong_types_are_422(body, param):
+    response = _embed(_client(), **body)
+    error = _error(response)
+    assert (response.status_code, error["code"], error["param"]) == (422, "invalid_type", param)
+
+
+def _chunked(size: int):
+    """A JSON body of about `size` bytes in 100-byte chunks: sent chunked, with no Content-Length."""
+    head, tail = b'{"model": "%s", "input": ["' % MODEL.encode(), b'"]}'
+    text = b"x" * (size - len(head) - len(tail))
+    yield head
+    for start in range(0, len(text), 100):
+        yield text[start:start + 100]
+    yield tail
+
+
+def test_a_chunked_body_over_the_limit_is_413():
+    client = _client()
+    under = client.post("/v1/embeddings", content=_chunked(LIMIT - 10))
+    over = client.post("/v1/embeddings", content=_chunked(LIMIT + 10))
+    for response in (under, over):
+        assert "content-length" not in response.request.headers
+        assert response.request.headers["transfer-encoding"] == "chunked"
+    assert under.status_code == 200
+    assert (over.status_code, _error(over)["code"]) == (413, "request_too_large")
+
+
+def test_unknown_routes_and_methods_get_openai_bodies():
+    client = _client()
+    missing, wrong = client.post("/v1/completions", json={}), client.get("/v1/embeddings")
+    assert (missing.status_code, _error(missing)["code"], _error(missing)["type"]) == (404, "not_found",
+                                                                                      "invalid_request_error")
+    assert (wrong.status_code, _error(wrong)["code"], _error(wrong)["type"]) == (405, "method_not_allowed",
+                                                                                "invalid_request_error")
+
+
+def test_models_needs_the_key():
+    client = _client()
+    refused = client.get("/v1/models", headers={"Authorization": ""})
+    assert (refused.status_code, _error(refused)["code"]) == (401, "invalid_api_key")
+    listed = client.get("/v1/models")
+    assert listed.status_code == 200 and [m["id"] for m in listed.json()["data"]] == [MODEL]
+
+
+def test_health_needs_no_key_and_is_503_with_retry_after_when_not_ready():
+    ready = _client().get("/health", headers={"Authorization": ""})
+    assert (ready.status_code, ready.json()) == (200, {"status": "ready"})
+    down = _client(problem="the Triton server is not reachable").get("/health", headers={"Authorization": ""})
+    assert (down.status_code, _error(down)["code"], down.headers["retry-after"]) == (503, "not_ready", "1")
+    assert _error(down)["message"] == "not ready: the Triton server is not reachable"
