@@ -1,20 +1,30 @@
-"""The `bertserve` command as a user runs it: serve and stop it, encode, export, status."""
+"""The `bertserve` command as a user runs it: serve and stop it, encode, export, status.
+
+Every command but `serve` runs in this process, through `main`: the same code without a Python start (and a torch
+import) per call. `serve` runs as its own process, since signals stop it; one test runs the installed `bertserve`.
+"""
 
 from __future__ import annotations
 
+import _thread
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import openai
+import psutil
 import pytest
 from bert_serving.client import BertClient
 
 from bertserve import Encoder
-from bertserve.export import ExportConfig, Pooling, export_model
+from bertserve.cli import main
 from bertserve.model_repository.config import parse
 from bertserve.server import free_ports
 
@@ -23,18 +33,21 @@ from .frontdoor.conftest import free_pair
 from .server.test_process import port_free
 
 BERTSERVE = [sys.executable, "-m", "bertserve.cli"]
-
-
-def _run(*args, **kwargs):
-    return subprocess.run([*BERTSERVE, *args], capture_output=True, text=True, timeout=300, **kwargs)
-
-
 API_KEY = "cli-test-api-key-0123456789"
+
+
+def _main(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    """`bertserve ARGS` run in this process: its exit status, stdout and stderr."""
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 @pytest.mark.parametrize("stop, api_key", [(signal.SIGINT, None), (signal.SIGTERM, API_KEY)],
                          ids=["SIGINT, open", "SIGTERM, with an API key"])
-def test_serve_prints_its_addresses_serves_the_default_and_stops_cleanly(default_home, stop, api_key):
+def test_serve_prints_its_addresses_serves_the_default_and_stops_cleanly(default_home, stop, api_key, capsys,
+                                                                           monkeypatch):
+    """The one run of `serve` as a user starts it: a process of its own, stopped by a signal."""
     http, grpc, metrics, openai_port = ports = free_ports(4)
     bert_port = free_pair()
     env = {k: v for k, v in os.environ.items() if k != "BERTSERVE_API_KEY"}
@@ -59,8 +72,9 @@ def test_serve_prints_its_addresses_serves_the_default_and_stops_cleanly(default
                               "Press Ctrl-C to stop.\n"]
         assert len((default_home / "admin-key").read_text().strip()) >= 16
         assert (default_home / "admin-key").stat().st_mode & 0o077 == 0, "the admin key is readable by others"
-        keyless = _run("encode", "hello", "--url", f"127.0.0.1:{grpc}", env=env)
-        assert (keyless.returncode, "requires an API key" in keyless.stderr) == ((1, True) if api_key else (0, False))
+        monkeypatch.delenv("BERTSERVE_API_KEY", raising=False)
+        keyless, _, err = _main(capsys, "encode", "hello", "--url", f"127.0.0.1:{grpc}")
+        assert (keyless, "requires an API key" in err) == ((1, True) if api_key else (0, False))
         with Encoder(banner[1].split()[1], timeout=30, api_key=api_key) as enc:  # the only model: no name needed
             vector = enc.encode(["hello world"])[0]
         assert vector.shape == (384,) and abs(np.linalg.norm(vector) - 1.0) < 1e-5
@@ -81,53 +95,61 @@ def test_serve_prints_its_addresses_serves_the_default_and_stops_cleanly(default
         "a port is still taken after serve stopped"
 
 
-def test_encode_reads_a_file_and_writes_json_lines(server, tmp_path):
+def test_encode_reads_a_file_and_writes_json_lines(server, tmp_path, capsys):
     texts = ["first line", "second line", "a third, longer line of text"]
     source = tmp_path / "sentences.txt"
     source.write_text(f"{texts[0]}\n\n{texts[1]}\n   \n{texts[2]}\n")  # blank lines are skipped
     with Encoder(server.grpc_url, model=DEFAULT_NAME) as enc:
         want = enc.encode(texts)
-    stdout = _run("encode", "-f", str(source), "--url", server.grpc_url, "--model", DEFAULT_NAME)
-    assert stdout.returncode == 0, stdout.stderr
+    code, stdout, err = _main(capsys, "encode", "-f", str(source), "--url", server.grpc_url, "--model", DEFAULT_NAME)
+    assert code == 0, err
     out = tmp_path / "vectors.jsonl"
-    to_file = _run("encode", "-f", str(source), "--url", server.grpc_url, "--model", DEFAULT_NAME, "-o", str(out))
-    assert to_file.returncode == 0 and to_file.stdout == "", to_file.stderr
-    for text in (stdout.stdout, out.read_text()):
+    code, to_file, err = _main(capsys, "encode", "-f", str(source), "--url", server.grpc_url, "--model", DEFAULT_NAME,
+                               "-o", str(out))
+    assert code == 0 and to_file == "", err
+    for text in (stdout, out.read_text()):
         lines = text.splitlines()
         assert len(lines) == 3
         assert np.abs(np.array([json.loads(line) for line in lines]) - want).max() <= 1e-5
 
 
-def test_encode_reads_stdin_and_writes_npy(server, tmp_path):
+def test_encode_reads_stdin_and_writes_npy(server, tmp_path, capsys, monkeypatch):
     out = tmp_path / "vectors.npy"
-    result = _run("encode", "--url", server.http_url, "--model", DEFAULT_NAME, "-o", str(out),
-                  input="first line\n\nsecond line\n")
-    assert result.returncode == 0, result.stderr
+    monkeypatch.setattr(sys, "stdin", io.StringIO("first line\n\nsecond line\n"))
+    code, _, err = _main(capsys, "encode", "--url", server.http_url, "--model", DEFAULT_NAME, "-o", str(out))
+    assert code == 0, err
     assert np.load(out).shape == (2, 384)
 
 
-def test_encode_reports_an_unreachable_server_clearly():
+def test_the_installed_command_reports_an_unreachable_server_clearly():
+    """The entry point as installed (pyproject's console script): exit 1 and one line, no traceback."""
     (port,) = free_ports(1)
-    result = _run("encode", "hello", "--url", f"localhost:{port}", "--timeout", "5")
+    command = Path(sys.executable).with_name("bertserve")
+    result = subprocess.run([str(command), "encode", "hello", "--url", f"localhost:{port}", "--timeout", "5"],
+                            capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert f"could not reach a Triton server at grpc://localhost:{port}" in result.stderr
     assert "Traceback" not in result.stderr
 
 
-def test_export_refuses_an_existing_model_then_overwrite_replaces_it(tiny_bert_dir, tmp_path):
+def test_export_refuses_an_existing_model_then_overwrite_replaces_it(tiny_bert_dir, tmp_path, capsys, caplog):
+    from bertserve.export import ExportConfig, Pooling, export_model
+
     repo = tmp_path / "repo"
     export_model(ExportConfig(model_dir=tiny_bert_dir, repository=repo, name="plain", pooling=Pooling.CLS,
                               max_seq_len=32))
     encoder_before = (repo / "plain_encoder" / "1" / "model.onnx").read_bytes()
 
-    again = _run("export", str(tiny_bert_dir), "--repository", str(repo), "--name", "plain")
-    assert again.returncode == 1 and "already exists; pass --overwrite" in again.stderr
-    assert "exporting" not in again.stderr, "the refusal came after the export work"
+    caplog.set_level("INFO", logger="bertserve.export")
+    caplog.clear()
+    code, _, err = _main(capsys, "export", str(tiny_bert_dir), "--repository", str(repo), "--name", "plain")
+    assert code == 1 and "already exists; pass --overwrite" in err
+    assert not caplog.records, f"the refusal came after the export work: {caplog.messages}"
 
-    replaced = _run("export", str(tiny_bert_dir), "--repository", str(repo), "--name", "plain", "--pooling", "max",
-                    "--layers=-2,-1", "--max-seq-len", "64", "--overwrite")
-    assert replaced.returncode == 0, replaced.stderr
-    info = json.loads(replaced.stdout)  # the command prints what it wrote, as bertserve.json records it
+    code, out, err = _main(capsys, "export", str(tiny_bert_dir), "--repository", str(repo), "--name", "plain",
+                           "--pooling", "max", "--layers=-2,-1", "--max-seq-len", "64", "--overwrite")
+    assert code == 0, err
+    info = json.loads(out)  # the command prints what it wrote, as bertserve.json records it
     assert (info["dim"], info["pooling"], info["layers"], info["max_seq_len"]) == (128, "max", [-2, -1], 64)
     assert json.loads((repo / "plain" / "bertserve.json").read_text()) == info
     tokenizer_config = parse((repo / "plain_tokenizer" / "config.pbtxt").read_text())
@@ -137,31 +159,32 @@ def test_export_refuses_an_existing_model_then_overwrite_replaces_it(tiny_bert_d
     assert sorted(p.name for p in repo.iterdir()) == ["plain", "plain_encoder", "plain_tokenizer"]
 
 
-def test_status_command_prints_the_models(server):
-    result = _run("status", "--url", server.grpc_url)
-    assert result.returncode == 0, result.stderr
-    assert "Triton 2.51.0" in result.stdout and f"{DEFAULT_NAME}_encoder" in result.stdout
+def test_status_command_prints_the_models(server, capsys):
+    code, out, err = _main(capsys, "status", "--url", server.grpc_url)
+    assert code == 0, err
+    assert "Triton 2.51.0" in out and f"{DEFAULT_NAME}_encoder" in out
 
 
-def test_export_with_the_torch_runtime_and_tokenizer_instances(tiny_bert_dir, tmp_path):
+def test_export_with_the_torch_runtime_and_tokenizer_instances(tiny_bert_dir, tmp_path, capsys):
     repo = tmp_path / "repo"
-    done = _run("export", str(tiny_bert_dir), "--repository", str(repo), "--name", "t", "--runtime", "torch",
-                "--tokenizer-instances", "3", "--max-seq-len", "32")
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["runtime"] == "torch"
+    code, out, err = _main(capsys, "export", str(tiny_bert_dir), "--repository", str(repo), "--name", "t",
+                           "--runtime", "torch", "--tokenizer-instances", "3", "--max-seq-len", "32")
+    assert code == 0, err
+    assert json.loads(out)["runtime"] == "torch"
     assert sorted(p.name for p in (repo / "t_encoder" / "1").iterdir()) == ["model.pt", "model.py"]
     encoder = parse((repo / "t_encoder" / "config.pbtxt").read_text())
     assert encoder.parameters["runtime"].string_value == "torch"
     assert parse((repo / "t_tokenizer" / "config.pbtxt").read_text()).instance_group[0].count == 3
 
 
-def test_export_for_the_native_openvino_backend(tiny_bert_dir, tmp_path):
+def test_export_for_the_native_openvino_backend(tiny_bert_dir, tmp_path, capsys):
     """--backend openvino: OpenVINO IR for the NGC image's openvino backend, requests padded to length buckets."""
     repo = tmp_path / "repo"
-    done = _run("export", str(tiny_bert_dir), "--repository", str(repo), "--name", "v", "--backend", "openvino",
-                "--precision", "auto", "--performance-hint", "latency", "--max-seq-len", "64")
-    assert done.returncode == 0, done.stderr
-    assert (json.loads(done.stdout)["runtime"], json.loads(done.stdout)["backend"]) == ("openvino", "openvino")
+    code, out, err = _main(capsys, "export", str(tiny_bert_dir), "--repository", str(repo), "--name", "v",
+                           "--backend", "openvino", "--precision", "auto", "--performance-hint", "latency",
+                           "--max-seq-len", "64")
+    assert code == 0, err
+    assert (json.loads(out)["runtime"], json.loads(out)["backend"]) == ("openvino", "openvino")
     assert sorted(p.name for p in (repo / "v_encoder" / "1").iterdir()) == ["model.bin", "model.xml"]
     encoder = parse((repo / "v_encoder" / "config.pbtxt").read_text())
     assert encoder.backend == "openvino" and encoder.parameters["PERFORMANCE_HINT"].string_value == "LATENCY"
@@ -176,7 +199,69 @@ def test_export_for_the_native_openvino_backend(tiny_bert_dir, tmp_path):
     (["--backend", "openvino", "--runtime", "onnxruntime"], "--backend openvino runs OpenVINO IR"),
     (["--tokenizer-instances", "0"], "instances must be at least 1"),
 ])
-def test_export_refuses_runtime_combinations_that_cannot_work(tiny_bert_dir, tmp_path, args, message):
-    result = _run("export", str(tiny_bert_dir), "--repository", str(tmp_path / "repo"), *args)
-    assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
+def test_export_refuses_runtime_combinations_that_cannot_work(tiny_bert_dir, tmp_path, capsys, args, message):
+    code, _, err = _main(capsys, "export", str(tiny_bert_dir), "--repository", str(tmp_path / "repo"), *args)
+    assert code == 1 and message in err and "Traceback" not in err
     assert not (tmp_path / "repo").exists()
+
+
+@pytest.mark.parametrize("option, name", [("--api-key", "api_key"), ("--admin-key", "admin_key")])
+def test_serve_refuses_a_bad_key_before_it_exports_the_default_model(tmp_path, capsys, monkeypatch, option, name):
+    """On a fresh BERTSERVE_HOME, `serve` exports the default model first: a key it refuses must cost no export."""
+    for variable in ("BERTSERVE_API_KEY", "BERTSERVE_ADMIN_KEY"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("BERTSERVE_HOME", str(tmp_path))
+    code, out, err = _main(capsys, "serve", option, "short", "--openai-port", "0")
+    assert (code, out) == (1, "")
+    assert err == f"bertserve: error: {name} must be at least 16 letters, digits or '-_.~+/' characters\n"
+    assert not any(tmp_path.iterdir()), "serve exported the default model before it refused the key"
+
+
+@pytest.mark.parametrize("url", [["--url", "http://localhost:8000"], ["--url", "https://triton.example:443"],
+                                 ["--url", "localhost:8000", "--protocol", "http"]], ids=["http", "https", "protocol"])
+def test_frontdoor_refuses_an_http_triton_address(capsys, url):
+    code, out, err = _main(capsys, "frontdoor", *url, "--openai-port", "0", "--bert-as-service-port", "0")
+    assert (code, out) == (1, "")
+    assert err == ("bertserve: error: the front door talks to Triton over gRPC; give its gRPC address "
+                   "(e.g. localhost:8001)\n")
+
+
+def _kill_the_door_once_serving(home: Path, timeout: float = 120.0) -> None:
+    """Kill serve's front door once serve is serving (the admin key is written after the door answers); interrupt
+    serve instead if that never happens, so that the test fails rather than hangs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (home / "admin-key").exists():
+            doors = [child for child in psutil.Process().children()
+                     if "bertserve.frontdoor" in " ".join(child.cmdline())]
+            if doors:
+                doors[0].kill()
+                return
+        time.sleep(0.1)
+    _thread.interrupt_main()
+
+
+@pytest.mark.server
+def test_serve_exits_1_and_stops_triton_when_the_front_door_dies(tmp_path, capsys, monkeypatch):
+    """An empty repository: a real tritonserver that starts in seconds, and a real front door to kill."""
+    for variable in ("BERTSERVE_API_KEY", "BERTSERVE_ADMIN_KEY"):
+        monkeypatch.delenv(variable, raising=False)
+    home, repository = tmp_path / "home", tmp_path / "repository"
+    repository.mkdir()
+    monkeypatch.setenv("BERTSERVE_HOME", str(home))
+    http, grpc, metrics, openai_port = ports = free_ports(4)
+    killer = threading.Thread(target=_kill_the_door_once_serving, args=(home,), daemon=True)
+    sigterm = signal.getsignal(signal.SIGTERM)  # serve installs its own
+    before = set(psutil.Process().children(recursive=True))  # the session's servers, if started
+    killer.start()
+    try:
+        code, out, err = _main(capsys, "serve", "-r", str(repository), "--host", "127.0.0.1", "--http-port", str(http),
+                               "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--openai-port",
+                               str(openai_port))
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)
+        killer.join()
+    assert out.startswith(f"bertserve: ready, serving {repository}\n")
+    assert code == 1 and "bertserve: error: the front door exited unexpectedly" in err, err
+    assert not set(psutil.Process().children(recursive=True)) - before, "serve left a process behind"
+    assert all(port_free(port) for port in ports), "a port is still taken after serve exited"

@@ -270,7 +270,9 @@ def _export(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     server = _server_extra("bertserve.server")
-    repository = args.repository or server.default_repository()
+    # Every option is checked before the default model is exported on first use: a bad key costs no export.
+    serves_default = not args.repository
+    repository = server.bertserve_home() / "repository" if serves_default else args.repository
     if not server.is_object_storage(repository):
         repository = Path(repository)
     try:
@@ -293,10 +295,13 @@ def _serve(args: argparse.Namespace) -> int:
             door_config = frontdoor.FrontDoorConfig(
                 triton_url=f"localhost:{args.grpc_port}", host=args.host, openai_port=args.openai_port,
                 bert_as_service_port=args.bert_as_service_port,
-                bert_as_service_model=args.bert_as_service_model or _default_door_model(repository),
+                bert_as_service_model=args.bert_as_service_model or (
+                    server.DEFAULT_MODEL_NAME if serves_default else _default_door_model(repository)),
                 api_key=args.api_key or None)
         except ValueError as exc:
             raise BertserveError(str(exc)) from None
+    if serves_default:
+        server.default_repository()
     # SIGTERM (docker stop, kill) shuts down as cleanly as Ctrl-C.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     with server.TritonServer(config) as triton, contextlib.ExitStack() as doors:

@@ -1,6 +1,11 @@
-"""The exported ONNX graph against a NumPy reference from transformers' hidden states, per pooling and layer set."""
+"""The exported ONNX graph against a NumPy reference from transformers' hidden states, per pooling and layer set.
+
+Graph math, not weights: a tiny 6-layer BERT (`tiny6_bert_dir`) stands in for MiniLM, as deep and far cheaper.
+"""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import onnx
@@ -12,15 +17,14 @@ from bertserve.export.config import plan_export
 from bertserve.export.encoder import export_encoder
 from bertserve.export.tokenizer import build_tokenizer, encoder_inputs
 
-from ..corpus import sentences
 from . import reference
+from .conftest import MAX_SEQ_LEN, graph_texts
 
 pytestmark = pytest.mark.server  # every test here exports real weights
 
 POOLING_LAYERS = (-1, -2)  # every pooling over two layers, concatenated in the order given
 LAYER_SETS = [(-2,), (-6,), (-4, -3, -2, -1)]  # each layer set with mean pooling
-TEXTS = sentences(24)  # includes inputs past max_seq_len, so truncation is exercised too
-MAX_SEQ_LEN = 64
+TEXTS = graph_texts()
 
 
 def _export(model_dir, tmp_path, **options):
@@ -33,53 +37,48 @@ def _export(model_dir, tmp_path, **options):
     return path, dim, encoder_inputs(prepared.tokenizer, TEXTS)
 
 
-@pytest.fixture(scope="module")
-def states(plain_bert_dir):
-    """transformers' hidden states for TEXTS, tokenised by the tokenizer an export builds."""
-    batch = encoder_inputs(build_tokenizer(plain_bert_dir, MAX_SEQ_LEN, False).tokenizer, TEXTS)
-    hidden, bert = reference.hidden_states(plain_bert_dir, batch)
-    return hidden, bert, batch
-
-
 def _check(path, dim, exported_batch, states, pooling, layers):
-    hidden, bert, batch = states
+    hidden, bert, batch = states.hidden, states.bert, states.batch
     assert all(np.array_equal(batch[k], exported_batch[k]) for k in batch)
     got = ort.InferenceSession(str(path)).run(["embedding"], batch)[0]
     want = reference.pool(hidden, bert, batch["attention_mask"], pooling, layers)
     assert got.shape == want.shape
-    assert got.shape[-1] == dim == (2 if pooling == "mean_max" else 1) * len(layers) * 384
+    assert got.shape[-1] == dim == (2 if pooling == "mean_max" else 1) * len(layers) * bert.config.hidden_size
     assert np.abs(got - want).max() <= 1e-4
 
 
 @pytest.mark.parametrize("pooling", [p.value for p in Pooling])
-def test_each_pooling_matches_reference(pooling, plain_bert_dir, tmp_path, states):
-    path, dim, batch = _export(plain_bert_dir, tmp_path, pooling=Pooling(pooling), layers=POOLING_LAYERS)
-    _check(path, dim, batch, states, pooling, POOLING_LAYERS)
+def test_each_pooling_matches_reference(pooling, tiny6_bert_dir, tmp_path, tiny6_states):
+    path, dim, batch = _export(tiny6_bert_dir, tmp_path, pooling=Pooling(pooling), layers=POOLING_LAYERS)
+    _check(path, dim, batch, tiny6_states, pooling, POOLING_LAYERS)
 
 
-def _ffn_weights(path) -> int:
+def _ffn_weights(path, config: dict) -> int:
     """Feed-forward weight matrices (hidden x intermediate, either orientation): two per encoder layer."""
+    hidden, intermediate = config["hidden_size"], config["intermediate_size"]
     shapes = [tuple(init.dims) for init in onnx.load(str(path)).graph.initializer]
-    return sum(shape in {(384, 1536), (1536, 384)} for shape in shapes)
+    return sum(shape in {(hidden, intermediate), (intermediate, hidden)} for shape in shapes)
 
 
 @pytest.mark.parametrize("layers", LAYER_SETS, ids=lambda ls: ",".join(map(str, ls)))
-def test_each_layer_set_matches_reference_and_upper_layers_are_cut(layers, plain_bert_dir, tmp_path, states):
-    path, dim, batch = _export(plain_bert_dir, tmp_path, pooling=Pooling.MEAN, layers=layers)
-    _check(path, dim, batch, states, "mean", layers)
+def test_each_layer_set_matches_reference_and_upper_layers_are_cut(layers, tiny6_bert_dir, tmp_path, tiny6_states):
+    path, dim, batch = _export(tiny6_bert_dir, tmp_path, pooling=Pooling.MEAN, layers=layers)
+    _check(path, dim, batch, tiny6_states, "mean", layers)
     # The graph holds the layers up to the deepest one pooled: layer -2 of 6 keeps 5 layers' weights.
-    assert _ffn_weights(path) == 2 * (6 + 1 + max(layers))
+    config = json.loads((tiny6_bert_dir / "config.json").read_text())
+    assert config["num_hidden_layers"] == 6
+    assert _ffn_weights(path, config) == 2 * (6 + 1 + max(layers))
 
 
 @pytest.mark.parametrize("pooling, normalize", [("mean", True), ("none", False)])
-def test_mask_cls_sep_leaves_special_tokens_out_of_pooling(pooling, normalize, plain_bert_dir, tmp_path, states):
+def test_mask_cls_sep_leaves_special_tokens_out_of_pooling(pooling, normalize, tiny6_bert_dir, tmp_path, tiny6_states):
     """Also L2 normalisation in the graph, after pooling (one export checks both)."""
-    hidden, bert, batch = states
-    path, _, _ = _export(plain_bert_dir, tmp_path, pooling=Pooling(pooling), layers=(-1,), mask_cls_sep=True,
+    hidden, bert, batch = tiny6_states.hidden, tiny6_states.bert, tiny6_states.batch
+    path, _, _ = _export(tiny6_bert_dir, tmp_path, pooling=Pooling(pooling), layers=(-1,), mask_cls_sep=True,
                          normalize=normalize)
     got = ort.InferenceSession(str(path)).run(["embedding"], batch)[0]
     ids = batch["input_ids"]
-    kept = batch["attention_mask"] * (ids != 101) * (ids != 102)  # this vocabulary's [CLS] and [SEP]
+    kept = batch["attention_mask"] * (ids != tiny6_states.cls_id) * (ids != tiny6_states.sep_id)
     want = reference.pool(hidden, bert, kept, pooling, (-1,), normalize=normalize)
     assert np.abs(got - want).max() <= 1e-4
     unmasked = reference.pool(hidden, bert, batch["attention_mask"], pooling, (-1,), normalize=normalize)

@@ -13,7 +13,7 @@ from tokenizers import Tokenizer
 from bertserve.errors import ExportError
 from bertserve.export import Deployment, ExportConfig, Precision, Runtime, export_model
 from bertserve.export.encoder import _validate
-from bertserve.export.openvino import run_ir
+from bertserve.export.openvino import EXCLUSIONS, run_ir, write_ir
 from bertserve.export.tokenizer import encoder_inputs
 from bertserve.model_repository.backends.openvino import (
     HEAD_PREFIX, KEEP_FP32, compile_encoder, cpu_has_bf16, read_encoder,
@@ -99,6 +99,39 @@ def test_bf16_export_is_checked_against_fp32(tiny_bert_dir, tmp_path, caplog):
     config = (tmp_path / "b_encoder" / "config.pbtxt").read_text()
     assert re.search(r'key: "inference_precision"\s+value \{\s+string_value: "bf16"', config)
     assert sorted(p.name for p in (tmp_path / "b_encoder" / "1").iterdir()) == ["model.bin", "model.py", "model.xml"]
+
+
+def test_int8_leaves_more_in_fp32_until_it_is_accurate_then_refuses(tiny6_bert_dir, tmp_path, caplog):
+    """The int8 ladder: one quantisation per EXCLUSIONS rung, each judged by `accurate`; past the last, a refusal
+    that says what to do, and no IR written."""
+    from bertserve.export.config import plan_export
+    from bertserve.export.encoder import export_encoder
+    from bertserve.export.tokenizer import build_tokenizer
+
+    caplog.set_level("INFO", logger="bertserve.export")
+    plan = plan_export(ExportConfig(model_dir=tiny6_bert_dir, repository=tmp_path / "repo", max_seq_len=16))
+    prepared = build_tokenizer(plan.transformer_dir, plan.max_seq_len, plan.lowercase_input)
+    onnx_path = tmp_path / "model.onnx"
+    export_encoder(plan, prepared, onnx_path, plan.precision)
+    corpus = [encoder_inputs(prepared.tokenizer, TEXTS[:4])]
+    judged: list[list[np.ndarray]] = []
+
+    def never_accurate(vectors: list[np.ndarray]) -> tuple[bool, str]:
+        judged.append(vectors)
+        return False, f"try {len(judged)}"
+
+    xml_path = tmp_path / "model.xml"
+    with pytest.raises(ExportError, match=re.escape(
+            f"int8 misses the accuracy bar even with {EXCLUSIONS[-1][0]} in fp32 (try 3); export fp32 or "
+            "--precision auto instead")):
+        write_ir(onnx_path, xml_path, Precision.INT8, corpus, never_accurate)
+    assert len(EXCLUSIONS) == len(judged) == 3
+    assert all(len(vectors) == 1 and vectors[0].shape == (4, 32) for vectors in judged)
+    tried = re.findall(r"quantising to int8 with (.+) in fp32 \((\d+) ops\)", caplog.text)
+    assert [label for label, _ in tried] == [label for label, _ in EXCLUSIONS]
+    kept = [int(count) for _, count in tried]
+    assert 0 < kept[0] < kept[1] < kept[2], f"each rung leaves more in fp32: {kept}"
+    assert not xml_path.exists() and not xml_path.with_suffix(".bin").exists()
 
 
 def test_the_bf16_check_refuses_vectors_below_the_bar():

@@ -1,23 +1,24 @@
-"""The torch runtime's TorchScript encoder: the same layers, pooling and normalisation as the ONNX graph."""
+"""The torch runtime's TorchScript encoder: the same layers, pooling and normalisation as the ONNX graph, both checked
+against the same NumPy reference over transformers' hidden states (test_graph.py checks the ONNX graph against it).
+
+Graph math, not weights: the tiny 6-layer BERT (`tiny6_bert_dir`) stands in for MiniLM.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Callable
+
 import numpy as np
-import onnxruntime as ort
 import pytest
-import torch
 
 from bertserve.errors import ExportError
 from bertserve.export import Deployment, ExportConfig, Pooling, Precision, Runtime
 from bertserve.export.config import plan_export
-from bertserve.export.encoder import INPUT_NAMES, export_encoder
-from bertserve.export.tokenizer import build_tokenizer, encoder_inputs
 
-from ..corpus import sentences
 from . import reference
+from .conftest import MAX_SEQ_LEN, graph_texts
 
-TEXTS = sentences(24)  # past max_seq_len too: truncation is exercised
-MAX_SEQ_LEN = 64
 # Each case differs in pooling, layers, masking or normalisation from the others.
 CASES = {
     "mean-normalized": dict(pooling=Pooling.MEAN, layers=(-1,), normalize=True),
@@ -25,54 +26,74 @@ CASES = {
     "cls_pooled-two-layers": dict(pooling=Pooling.CLS_POOLED, layers=(-2, -1)),
     "none-layer-4-masked": dict(pooling=Pooling.NONE, layers=(-4,), mask_cls_sep=True),
 }
+TEXTS = graph_texts()
+Export = Callable[..., tuple[Path, dict[str, np.ndarray]]]
 
 
-def _export(model_dir, tmp_path, runtime, precision=Precision.FP32, **options):
-    """One encoder file of the given runtime (no repository), with the batch its tokenizer makes of TEXTS."""
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    plan = plan_export(ExportConfig(model_dir=model_dir, repository=tmp_path / "repo", max_seq_len=MAX_SEQ_LEN,
-                                    precision=precision, deployment=Deployment(runtime=runtime), **options))
-    prepared = build_tokenizer(plan.transformer_dir, plan.max_seq_len, plan.lowercase_input)
-    path = tmp_path / ("model.pt" if runtime is Runtime.TORCH else "model.onnx")
-    export_encoder(plan, prepared, path, plan.precision)
-    return path, encoder_inputs(prepared.tokenizer, TEXTS)
+@pytest.fixture(scope="module")
+def torchscript(tiny6_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Export:
+    """Export one TorchScript encoder of the tiny BERT per case and precision, once for the module: the fp16 test
+    compares against the fp32 export the fp32 test checked."""
+    from bertserve.export.encoder import export_encoder
+    from bertserve.export.tokenizer import build_tokenizer, encoder_inputs
+
+    done: dict[tuple[str, Precision], tuple[Path, dict[str, np.ndarray]]] = {}
+
+    def export(case: str, precision: Precision = Precision.FP32) -> tuple[Path, dict[str, np.ndarray]]:
+        if (case, precision) not in done:
+            folder = tmp_path_factory.mktemp(f"{case}-{precision.value}")
+            plan = plan_export(ExportConfig(model_dir=tiny6_bert_dir, repository=folder / "repo",
+                                            max_seq_len=MAX_SEQ_LEN, precision=precision,
+                                            deployment=Deployment(runtime=Runtime.TORCH), **CASES[case]))
+            prepared = build_tokenizer(plan.transformer_dir, plan.max_seq_len, plan.lowercase_input)
+            export_encoder(plan, prepared, folder / "model.pt", plan.precision)
+            done[case, precision] = folder / "model.pt", encoder_inputs(prepared.tokenizer, TEXTS)
+        return done[case, precision]
+
+    return export
 
 
-def _torch(path, batch):
-    module = torch.jit.load(str(path))
+def _run(module, batch: dict[str, np.ndarray]):
+    import torch
+
+    from bertserve.export.encoder import INPUT_NAMES
+
     with torch.inference_mode():
-        return module(*(torch.from_numpy(batch[name]) for name in INPUT_NAMES)).float().numpy()
+        return module(*(torch.from_numpy(batch[name]) for name in INPUT_NAMES))
+
+
+def _torch(path: Path, batch: dict[str, np.ndarray]) -> np.ndarray:
+    import torch
+
+    return _run(torch.jit.load(str(path)), batch).float().numpy()
 
 
 @pytest.mark.server
 @pytest.mark.parametrize("case", CASES)
-def test_torchscript_equals_the_onnx_graph_in_fp32(case, plain_bert_dir, tmp_path):
+def test_torchscript_matches_the_reference_in_fp32(case, torchscript, tiny6_states):
+    """Against NumPy pooling over transformers' hidden states: the reference the ONNX graph is held to."""
     options = CASES[case]
-    pt, batch = _export(plain_bert_dir, tmp_path, Runtime.TORCH, **options)
-    onnx_file, onnx_batch = _export(plain_bert_dir, tmp_path, Runtime.ONNXRUNTIME, **options)
-    assert all(np.array_equal(batch[k], onnx_batch[k]) for k in batch)
+    pt, batch = torchscript(case)
+    assert all(np.array_equal(batch[k], tiny6_states.batch[k]) for k in batch)
     got = _torch(pt, batch)
-    want = ort.InferenceSession(str(onnx_file)).run(["embedding"], batch)[0]
-    assert got.shape == want.shape
-    assert np.abs(got - want).max() <= 1e-4
-    # And both are right, not merely alike: against NumPy pooling over transformers' hidden states.
-    hidden, bert = reference.hidden_states(plain_bert_dir, batch)
-    mask = batch["attention_mask"] * ((batch["input_ids"] != 101) & (batch["input_ids"] != 102)
+    ids = batch["input_ids"]
+    mask = batch["attention_mask"] * ((ids != tiny6_states.cls_id) & (ids != tiny6_states.sep_id)
                                       if options.get("mask_cls_sep") else 1)
-    expected = reference.pool(hidden, bert, mask, options["pooling"].value, options["layers"],
-                              normalize=options.get("normalize", False))
+    expected = reference.pool(tiny6_states.hidden, tiny6_states.bert, mask, options["pooling"].value,
+                              options["layers"], normalize=options.get("normalize", False))
+    assert got.shape == expected.shape
     assert np.abs(got - expected).max() <= 1e-4
 
 
 @pytest.mark.server
-def test_fp16_keeps_an_fp32_tail_and_stays_close(plain_bert_dir, tmp_path):
-    fp32, batch = _export(plain_bert_dir, tmp_path / "fp32", Runtime.TORCH, pooling=Pooling.MEAN, normalize=True)
-    fp16, _ = _export(plain_bert_dir, tmp_path / "fp16", Runtime.TORCH, Precision.FP16, pooling=Pooling.MEAN,
-                      normalize=True)
+def test_fp16_keeps_an_fp32_tail_and_stays_close(torchscript):
+    import torch
+
+    fp32, batch = torchscript("mean-normalized")
+    fp16, _ = torchscript("mean-normalized", Precision.FP16)
     module = torch.jit.load(str(fp16))
     assert {p.dtype for p in module.parameters()} == {torch.float16}
-    with torch.inference_mode():
-        out = module(*(torch.from_numpy(batch[name]) for name in INPUT_NAMES))
+    out = _run(module, batch)
     assert out.dtype == torch.float32  # the pooling and normalisation tail
     want = _torch(fp32, batch)
     got = out.numpy()

@@ -7,13 +7,13 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pytest
 
 from bertserve import Encoder
-from bertserve.export import Deployment, ExportConfig, Runtime, export_model
+from bertserve.model_repository.deployment import Deployment, Runtime
 from bertserve.server import TritonServer
 
 from ..conftest import DEFAULT_NAME, copy_model, server_config, settled, steady
-from ..corpus import sentences
 
 
 def _tokens(server, kind):
@@ -40,6 +40,8 @@ def _encoder_figures(enc):
 
 
 def test_dynamic_batcher_merges_concurrent_requests_of_different_lengths(server):
+    from ..corpus import sentences  # imports the exporter, and torch: not at module level
+
     texts = sentences(64)  # 1 to 400 words: many different lengths
     with Encoder(server.grpc_url, model=DEFAULT_NAME) as enc:
         alone = [enc.encode([text])[0] for text in texts]
@@ -54,26 +56,41 @@ def test_dynamic_batcher_merges_concurrent_requests_of_different_lengths(server)
     assert np.abs(np.stack(together) - np.stack(alone)).max() <= 1e-5
 
 
-def test_the_torch_runtime_serves_what_onnx_runtime_serves(default_home, minilm_dir, tmp_path):
-    """The same export through PyTorch (TorchScript) in the Python backend: equal vectors, on the CPU here."""
-    repo = tmp_path / "repository"
+@pytest.fixture(scope="module")
+def runtimes(default_home, minilm_dir, variants_repository, tmp_path_factory):
+    """One server for the runtime tests: the default model (ONNX Runtime), the same weights through PyTorch
+    (TorchScript), and `make bench`'s OpenVINO exports (auto and static int8)."""
+    from perf.bench import OPENVINO, OPENVINO_INT8  # perf imports the exporter: not at module level
+
+    from bertserve.export import ExportConfig, export_model
+
+    repo = tmp_path_factory.mktemp("runtimes") / "repository"
     repo.mkdir()
     copy_model(default_home / "repository", repo, DEFAULT_NAME)
+    for name in (OPENVINO, OPENVINO_INT8):
+        copy_model(variants_repository, repo, name)
     export_model(ExportConfig(model_dir=minilm_dir, repository=repo, name="minilm-torch",
                               deployment=Deployment(runtime=Runtime.TORCH)))
-    texts = sentences(64)
     with TritonServer(server_config(repo)) as triton:
-        with Encoder(triton.grpc_url, model="minilm-torch") as enc:
-            info = enc.info()
-            torch_vectors = enc.encode(texts)
-        with Encoder(triton.grpc_url, model=DEFAULT_NAME) as enc:
-            onnx_vectors = enc.encode(texts)
+        yield triton
+
+
+def test_the_torch_runtime_serves_what_onnx_runtime_serves(runtimes):
+    """The same export through PyTorch (TorchScript) in the Python backend: equal vectors, on the CPU here."""
+    from ..corpus import sentences
+
+    texts = sentences(64)
+    with Encoder(runtimes.grpc_url, model="minilm-torch") as enc:
+        info = enc.info()
+        torch_vectors = enc.encode(texts)
+    with Encoder(runtimes.grpc_url, model=DEFAULT_NAME) as enc:
+        onnx_vectors = enc.encode(texts)
     assert (info.backend, info.runtime) == ("python", "torch")
     assert torch_vectors.shape == onnx_vectors.shape == (64, 384)
     assert np.abs(torch_vectors - onnx_vectors).max() <= 1e-4
 
 
-def test_the_openvino_runtime_serves_what_onnx_runtime_serves(variants_repository, tmp_path):
+def test_the_openvino_runtime_serves_what_onnx_runtime_serves(runtimes):
     """OpenVINO in the Python backend, each batch split over its streams: fp32 here (auto on a CPU without bf16
     units) equals ONNX Runtime's vectors; static int8 stays within the int8 bar; concurrent requests of
     different lengths each get their own vectors back."""
@@ -81,21 +98,18 @@ def test_the_openvino_runtime_serves_what_onnx_runtime_serves(variants_repositor
 
     from bertserve.model_repository.backends.openvino import cpu_has_bf16
 
-    repo = tmp_path / "repository"
-    repo.mkdir()
-    for name in (DEFAULT_NAME, OPENVINO, OPENVINO_INT8):
-        copy_model(variants_repository, repo, name)
+    from ..corpus import sentences
+
     texts = sentences(64)
-    with TritonServer(server_config(repo)) as triton:
-        with Encoder(triton.grpc_url, model=DEFAULT_NAME) as enc:
-            onnx_vectors = enc.encode(texts)
-        with Encoder(triton.grpc_url, model=OPENVINO) as enc:
-            info = enc.info()
-            openvino_vectors = enc.encode(texts)
-            with ThreadPoolExecutor(8) as pool:
-                singles = np.concatenate(list(pool.map(lambda text: enc.encode([text]), texts[:16])))
-        with Encoder(triton.grpc_url, model=OPENVINO_INT8) as enc:
-            int8_vectors = enc.encode(texts)
+    with Encoder(runtimes.grpc_url, model=DEFAULT_NAME) as enc:
+        onnx_vectors = enc.encode(texts)
+    with Encoder(runtimes.grpc_url, model=OPENVINO) as enc:
+        info = enc.info()
+        openvino_vectors = enc.encode(texts)
+        with ThreadPoolExecutor(8) as pool:
+            singles = np.concatenate(list(pool.map(lambda text: enc.encode([text]), texts[:16])))
+    with Encoder(runtimes.grpc_url, model=OPENVINO_INT8) as enc:
+        int8_vectors = enc.encode(texts)
     assert (info.runtime, info.precision) == ("openvino", "auto")
     assert openvino_vectors.shape == int8_vectors.shape == (64, 384)
     if cpu_has_bf16():

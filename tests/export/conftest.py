@@ -1,0 +1,92 @@
+"""Fixtures of the export tests: a tiny 6-layer BERT for the graph math, and transformers' hidden states for it.
+
+Every test here is a `server` test: the exporter is the bertserve[server] side and imports torch (bertserve.export
+and its pooling and graph modules), which a `-m "not server"` run must not import. Such a run skips collecting
+this folder's modules: importing them would import torch, and every test in them would be deselected anyway.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+
+_HERE = Path(__file__).parent
+
+MAX_SEQ_LEN = 64
+
+
+def graph_texts() -> list[str]:
+    """The batch every graph-math test encodes: it includes inputs past MAX_SEQ_LEN, so truncation is exercised too."""
+    from ..corpus import sentences  # imports the exporter: not at module level (see the module docstring)
+
+    return sentences(24)
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Leave this folder's modules uncollected in a run that deselects `server` tests (see the module docstring)."""
+    if "not server" in (config.getoption("markexpr") or "") and collection_path.parent == _HERE:
+        return True
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark this folder's tests `server`: each imports the exporter, and with it torch."""
+    for item in items:
+        if item.path.parent == _HERE:
+            item.add_marker(pytest.mark.server)
+
+
+class States(NamedTuple):
+    """transformers' view of `graph_texts()`: every hidden state (index 0 = embeddings), the model, the batch it
+    ran, and the ids of [CLS] and [SEP] in the tokenizer's vocabulary."""
+
+    hidden: list[np.ndarray]
+    bert: object
+    batch: dict[str, np.ndarray]
+    cls_id: int
+    sep_id: int
+
+
+@pytest.fixture(scope="session")
+def tiny6_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 6-layer BERT of hidden size 32, as deep as MiniLM (layer -6 is its first) at a fraction of its cost.
+
+    Built like `tiny_bert_dir`: a WordPiece vocabulary trained on the test corpus, seeded random weights. Its
+    intermediate size (48) and positions (128) differ from every other dimension, so the feed-forward matrices are
+    the only initialisers of their shape.
+    """
+    import torch
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertConfig, BertModel
+
+    from ..corpus import sentences
+
+    folder = tmp_path_factory.mktemp("tiny6") / "tiny6-bert"
+    folder.mkdir()
+    wordpiece = BertWordPieceTokenizer(lowercase=True)
+    wordpiece.train_from_iterator(sentences(240), vocab_size=400, min_frequency=1)
+    wordpiece.save_model(str(folder))
+    config = BertConfig(vocab_size=wordpiece.get_vocab_size(), hidden_size=32, num_hidden_layers=6,
+                        num_attention_heads=4, intermediate_size=48, max_position_embeddings=128)
+    torch.manual_seed(0)
+    config.save_pretrained(folder)
+    torch.save(BertModel(config).state_dict(), folder / "pytorch_model.bin")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny6_states(tiny6_bert_dir: Path) -> States:
+    """transformers' hidden states for `graph_texts()`, tokenised by the tokenizer an export of the tiny BERT builds."""
+    from bertserve.export.tokenizer import build_tokenizer, encoder_inputs
+
+    from . import reference
+
+    prepared = build_tokenizer(tiny6_bert_dir, MAX_SEQ_LEN, False)
+    batch = encoder_inputs(prepared.tokenizer, graph_texts())
+    hidden, bert = reference.hidden_states(tiny6_bert_dir, batch)
+    vocabulary = prepared.tokenizer  # the ids as the vocabulary has them, not as the exporter reads them
+    return States(hidden, bert, batch, vocabulary.token_to_id("[CLS]"), vocabulary.token_to_id("[SEP]"))
