@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from bertserve import contract
 from bertserve.errors import ServerStartError
 
 from .config import ServerConfig
@@ -29,6 +30,7 @@ from .supervisor import Supervisor
 _log = logging.getLogger("bertserve.server")
 # glog error lines ("E1124 21:03:46.378245 ...") and the final "error: ..." line.
 _ERROR_LINE = re.compile(r"^(E\d{4} |error: )")
+_ADMIN_TIMEOUT = 10.0  # seconds for one call to the repository API
 
 
 @dataclass(frozen=True)
@@ -194,16 +196,19 @@ class TritonServer:
                                        "repository there (deploy/upload-models.sh) or check the prefix")
 
     def stop(self) -> None:
-        """Stop the server (SIGINT, then SIGKILL after a grace period) and remove its scratch files."""
+        """Stop the server: finish the requests in flight and refuse new ones (`_drain`), then SIGINT, and SIGKILL
+        past the grace period (stop_timeout); remove its scratch files."""
         supervisor, self._supervisor = self._supervisor, None
         if supervisor is not None:
             supervisor.stop()
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
+            deadline = time.monotonic() + self.config.stop_timeout
+            self._drain(process, deadline)
             process.send_signal(signal.SIGINT)
             try:
-                # Triton gives in-flight requests stop_timeout (--exit-timeout-secs), then exits by itself.
-                process.wait(timeout=self.config.stop_timeout + 10)
+                # Triton gives what is still in flight stop_timeout (--exit-timeout-secs), then exits by itself.
+                process.wait(timeout=max(deadline - time.monotonic(), 0) + 10)
             except subprocess.TimeoutExpired:
                 _log.warning("tritonserver did not stop within %.0f s; killing it", self.config.stop_timeout)
                 process.kill()
@@ -216,6 +221,46 @@ class TritonServer:
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
+
+    def _drain(self, process: subprocess.Popen, deadline: float) -> None:
+        """Unload the ensembles and wait, until `deadline`, for their requests in flight to answer.
+
+        Triton's own stop (SIGINT) stops every model's scheduler at once, so an ensemble request mid-way fails on
+        its next step ("Server is stopping"): Triton 2.51 drains sequences only. An unloaded ensemble instead
+        refuses new requests at once ("has no available versions", which clients retry until the server is gone)
+        while the model, and the handles on its composing models, live on until its last request has answered;
+        Triton then marks it UNAVAILABLE. Best effort: a server that cannot answer is stopped all the same.
+        """
+        client, headers = self._admin_client(), {contract.ADMIN_KEY_HEADER: self.admin_key}
+        try:
+            ensembles = [model["name"] for model in client.get_model_repository_index(headers=headers)
+                         if model.get("state") == "READY"
+                         and client.get_model_config(model["name"]).get("platform") == "ensemble"]
+            for name in ensembles:
+                client.unload_model(name, headers=headers, unload_dependents=False)
+            while ensembles and process.poll() is None:
+                draining = {model["name"] for model in client.get_model_repository_index(headers=headers)
+                            if model.get("state") in ("READY", "UNLOADING")} & set(ensembles)
+                if not draining:
+                    break
+                if time.monotonic() >= deadline:
+                    _log.warning("requests to %s were still in flight after %.0f s; stopping all the same",
+                                 ", ".join(sorted(draining)), self.config.stop_timeout)
+                    break
+                time.sleep(0.1)
+        except Exception as exc:  # a stop must go on whatever the server answers (or not)
+            _log.debug("could not drain tritonserver before stopping it: %s", exc)
+        finally:
+            # Also what lets Triton stop at once: it waits for every open HTTP connection, up to its grace period.
+            client.close()
+
+    def _admin_client(self) -> Any:
+        """A tritonclient HTTP client for the repository API (which needs the admin key); close it after use."""
+        import tritonclient.http as httpclient
+
+        timeout = min(self.config.stop_timeout, _ADMIN_TIMEOUT)  # a server that does not answer is stopped anyway
+        return httpclient.InferenceServerClient(self.http_url.removeprefix("http://"), connection_timeout=timeout,
+                                                network_timeout=timeout)
 
     @property
     def pid(self) -> Optional[int]:
