@@ -29,9 +29,10 @@ KEYED = {"Authorization": f"Bearer {API_KEY}"}
 _INTERNALS = re.compile(r"(/[\w.-]+){2,}|triton_python_backend_shm_region|Traceback|File \"", re.IGNORECASE)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def guarded(default_home: Path):
-    """The default model served with an API key, the admin key and the supervisor, as `bertserve serve` runs it."""
+    """The default model served with an API key, the admin key and the supervisor, as `bertserve serve` runs it;
+    one for the session: no test here stops or breaks it."""
     with TritonServer(server_config(default_home / "repository", api_key=API_KEY, heal=True)) as triton:
         yield triton
 

@@ -15,7 +15,7 @@ from tritonclient.utils import InferenceServerException
 from bertserve import Encoder, TruncationWarning
 from bertserve.errors import InvalidInputError
 
-from ..conftest import DEFAULT_NAME
+from ..conftest import DEFAULT_NAME, settled
 from .conftest import API_KEY, KEYED, assert_clean, backend_pid, infer_json, post, rss_mb, still_serves, vectors
 
 pytestmark = pytest.mark.reliability
@@ -25,6 +25,17 @@ TEN_MB = ("word " * 2_100_000)[:10_000_000]
 def test_ten_megabyte_item_is_cut_before_tokenizing_and_holds_nobody_up(guarded, capsys):
     tokenizer = backend_pid(guarded, f"{DEFAULT_NAME}_tokenizer")
     before = rss_mb(tokenizer)
+
+    def small_requests() -> list[float]:
+        seconds = []
+        with Encoder(guarded.grpc_url, model=DEFAULT_NAME, api_key=API_KEY, timeout=60) as enc:
+            while len(seconds) < 20:
+                started = time.monotonic()
+                enc.encode(["a one-sentence request"])
+                seconds.append(time.monotonic() - started)
+        return seconds
+
+    alone = small_requests()  # this machine's pace, right now
     stop, big_seconds, found = threading.Event(), [], []
 
     def big_requests() -> None:  # at least 5, and on until the small requests are done
@@ -39,23 +50,20 @@ def test_ten_megabyte_item_is_cut_before_tokenizing_and_holds_nobody_up(guarded,
 
     thread = threading.Thread(target=big_requests)
     thread.start()
-    small = []
-    with Encoder(guarded.grpc_url, model=DEFAULT_NAME, api_key=API_KEY, timeout=60) as enc:
-        while len(small) < 20:
-            started = time.monotonic()
-            enc.encode(["a one-sentence request"])
-            small.append(time.monotonic() - started)
-            time.sleep(0.02)
+    settled(lambda: len(big_seconds), bool, timeout=120)  # the big requests under way, one answered
+    small = small_requests()
     stop.set()
     thread.join(300)
     assert not thread.is_alive(), "the 10 MB requests did not end"
     grown = rss_mb(tokenizer) - before
     with capsys.disabled():
         print(f"\n{len(big_seconds)} 10 MB items: p50 {np.percentile(big_seconds, 50):.2f} s, "
-              f"max {max(big_seconds):.2f} s; {len(small)} one-sentence requests meanwhile, p50 {np.percentile(small, 50) * 1000:.0f} ms, "
+              f"max {max(big_seconds):.2f} s; {len(small)} one-sentence requests meanwhile, p50 {np.percentile(small, 50) * 1000:.0f} ms "
+              f"(alone {np.percentile(alone, 50) * 1000:.0f} ms), "
               f"max {max(small) * 1000:.0f} ms; tokenizer RSS {before:.0f} -> {before + grown:.0f} MB")
-    # Tokenized in full, a 10 MB item would hold the one tokenizer for seconds, and the small requests behind it.
-    assert np.percentile(small, 50) < 0.5 and max(small) < 5, small
+    # Tokenized in full, a 10 MB item would hold the one tokenizer for seconds, and the small requests behind it:
+    # measured against the same requests alone, on this machine. (max: a hang guard.)
+    assert np.percentile(small, 50) < 5 * np.percentile(alone, 50) + 0.3 and max(small) < 5, (alone, small)
     assert np.percentile(big_seconds, 50) < 5, big_seconds
     assert [w for w in found if isinstance(w, str)] == [
         "1 input(s) longer than the model's max_seq_len of 256 tokens (first: item 0, more than 256 tokens) were "
