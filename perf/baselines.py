@@ -15,8 +15,6 @@ from typing import Callable
 
 import numpy as np
 
-from bertserve.export.tokenizer import encoder_inputs
-
 from .keepalive import KeepAliveClient
 
 INFINITY = Path(__file__).resolve().parent.parent / ".tools" / "infinity" / "bin" / "infinity_emb"
@@ -70,6 +68,8 @@ class OnnxRuntimeBaseline(_InProcess):
         self.tokenizer = _padded_tokenizer(tokenizer_file)
 
     def encode(self, batch: list[str]) -> np.ndarray:
+        from bertserve.export.tokenizer import encoder_inputs  # the exporter package imports torch
+
         return self.session.run(["embedding"], encoder_inputs(self.tokenizer, batch))[0]
 
 
@@ -96,6 +96,8 @@ class OpenVinoBaseline(_InProcess):
         self.name = f"OpenVINO (in-process, same graph, {self.hint} hint, {self.precision})"
 
     def encode(self, batch: list[str]) -> np.ndarray:
+        from bertserve.export.tokenizer import encoder_inputs  # the exporter package imports torch
+
         feeds = encoder_inputs(self.tokenizer, batch)
         bounds = np.linspace(0, len(batch), min(self.streams, len(batch)) + 1).astype(int)
         outputs: list = [None] * (len(bounds) - 1)

@@ -21,7 +21,6 @@ import numpy as np
 import openai
 
 from bertserve import Encoder
-from bertserve.export import Deployment, ExportConfig, Precision, export_model
 from bertserve.frontdoor import FrontDoor, FrontDoorConfig
 from bertserve.model_repository.deployment import Runtime
 from bertserve.server import DEFAULT_MODEL_NAME, ServerConfig, TritonServer, default_model_dir, free_ports
@@ -32,6 +31,7 @@ from .baselines import (FastEmbedBaseline, InfinityServer, OnnxRuntimeBaseline, 
 from .keepalive import KeepAliveClient
 from .measure import Measurement, timed
 from .perf_analyzer import PerfAnalyzer
+from .variants import copy_as, padding_ratio
 
 _log = logging.getLogger("bertserve.bench")
 ROOT = Path(__file__).resolve().parent
@@ -39,6 +39,8 @@ ROOT = Path(__file__).resolve().parent
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 # The OpenVINO exports the service runs: precision auto (bf16 on CPUs with bf16 units, else fp32), and int8.
 OPENVINO, OPENVINO_INT8 = "openvino", "openvino-int8"
+# The default model with length grouping off: each batch padded to its longest row, as one block.
+UNGROUPED, UNGROUPED_PADDING_RATIO = "ungrouped", 1e9
 
 
 @dataclass(frozen=True)
@@ -142,25 +144,35 @@ def _tokens_metric(metrics_url: str, model: str) -> dict[str, float]:
 
 
 def export_models(settings: Settings, repo: Path) -> None:
-    """Export the models the run serves into `repo`; a model already there is reused as it is."""
+    """Export the models the run serves into `repo`; a model already there is reused as it is. A variant that
+    differs from the default model only in config is copied from it, not exported again."""
+    from bertserve.export import Deployment, ExportConfig, Precision, export_model  # torch: only when exporting
+
     model_dir = default_model_dir()
     configs = [
         ExportConfig(model_dir=model_dir, repository=repo, name=DEFAULT_MODEL_NAME),
         ExportConfig(model_dir=model_dir, repository=repo, name="int8", precision=Precision.INT8),
         *(ExportConfig(model_dir=model_dir, repository=repo, name=f"layer{layer}", layers=(layer,))
           for layer in settings.layer_depths if layer != -1),
-        # The length-grouping lever switched off: every batch runs as one block padded to its longest row.
-        ExportConfig(model_dir=model_dir, repository=repo, name="ungrouped", deployment=Deployment(max_padding_ratio=1e9)),
         ExportConfig(model_dir=model_dir, repository=repo, name=OPENVINO, precision=Precision.AUTO,
                      deployment=Deployment(runtime=Runtime.OPENVINO)),
         ExportConfig(model_dir=model_dir, repository=repo, name=OPENVINO_INT8, precision=Precision.INT8,
                      deployment=Deployment(runtime=Runtime.OPENVINO)),
     ]
     for config in configs:
-        if (repo / str(config.name) / "bertserve.json").is_file():
+        if _exported(repo, str(config.name)):
             _log.info("reusing %s from %s", config.name, repo)
         else:
             export_model(config)
+    # The length-grouping lever switched off: every batch runs as one block padded to its longest row.
+    if _exported(repo, UNGROUPED):
+        _log.info("reusing %s from %s", UNGROUPED, repo)
+    else:
+        copy_as(repo, repo, DEFAULT_MODEL_NAME, padding_ratio(UNGROUPED_PADDING_RATIO), new_name=UNGROUPED)
+
+
+def _exported(repo: Path, name: str) -> bool:
+    return (repo / name / "bertserve.json").is_file()
 
 
 def run(settings: Settings, out: Path, repository: Optional[Path] = None) -> Results:
@@ -314,7 +326,7 @@ def run(settings: Settings, out: Path, repository: Optional[Path] = None) -> Res
             # -- mixed lengths: padded tokens computed per real token -----------------------------
             mixed_texts = workload.mixed(tokenizer, 256, settings.mixed_lengths)
             mixed_data = workload.write_input_data(mixed_texts, Path(scratch) / "mixed.json")
-            for mixed_model, label in [(model, "length groups"), ("ungrouped", "one padded block")]:
+            for mixed_model, label in [(model, "length groups"), (UNGROUPED, "one padded block")]:
                 before = _tokens_metric(server.metrics_url, f"{mixed_model}_encoder")
                 results.add("mixed", name.format("gRPC") + f", {label}", "16 clients x batch 1, mixed", 16,
                             pa["grpc"].measure(mixed_model, mixed_data, 1, 16))

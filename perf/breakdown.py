@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from google.protobuf import text_format
 from tokenizers import Tokenizer
 
 from bertserve import Encoder, contract
@@ -24,6 +22,7 @@ from bertserve.server import ServerConfig, TritonServer
 from . import workload
 from .bench import _machine
 from .measure import timed
+from .variants import copy_as
 
 
 def _two_tokenizers(tokenizer, encoder) -> None:
@@ -58,12 +57,7 @@ def _configs(repo: Path, name: str) -> list[Path]:
 
 def _serve_as(source: Path, target: Path, name: str, variant: Variant) -> None:
     """Copy model `name` into `target`, its configs as exported but for the one setting `variant` changes."""
-    for folder in (name, *repository.component_names(name)):
-        shutil.copytree(source / folder, target / folder)
-    configs = [parse(path.read_text()) for path in _configs(target, name)]
-    variant.edit(*configs)
-    for path, config in zip(_configs(target, name), configs):
-        path.write_text(text_format.MessageToString(config))
+    copy_as(source, target, name, variant.edit)
 
 
 def _is_openvino(source: Path, name: str) -> bool:

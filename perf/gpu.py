@@ -32,6 +32,8 @@ _log = logging.getLogger("bertserve.bench.gpu")
 ROOT = Path(__file__).resolve().parent
 # The all-MiniLM-L6-v2 shape; BERT-base is BertConfig's default.
 MINILM_SHAPE = dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
+# The quick run checks the harness's plumbing on the CPU, not a shape: both models in a small one (not 440 MB).
+SMALL_SHAPE = dict(MINILM_SHAPE, num_hidden_layers=2)
 TARGET_SENTENCES_PER_S = 20_000  # at length 20, through Triton
 TARGET_RATIO = 0.8  # of in-process PyTorch fp16, at length 128
 
@@ -46,11 +48,12 @@ class Settings:
     inprocess_batches: tuple[int, ...] = (64, 256)
     tokenizer_instances: int = 4
     encoder_instances: int = 2
+    small_models: bool = False  # both models in SMALL_SHAPE, under their usual names
 
     @classmethod
     def quick(cls) -> Settings:
         return cls(seconds=1.0, lengths=(20,), concurrencies=(2,), request_batch=2, max_batch_size=16,
-                   inprocess_batches=(8,), tokenizer_instances=1, encoder_instances=1)
+                   inprocess_batches=(8,), tokenizer_instances=1, encoder_instances=1, small_models=True)
 
 
 @dataclass
@@ -69,13 +72,15 @@ class Point:
 # -- what is measured ----------------------------------------------------------
 
 
-def make_models(folder: Path, tokenizer_source: Path) -> dict[str, Path]:
-    """BERT-base and MiniLM-shaped BERT folders with seeded random weights and MiniLM's uncased vocabulary."""
+def make_models(folder: Path, tokenizer_source: Path, small: bool = False) -> dict[str, Path]:
+    """BERT-base and MiniLM-shaped BERT folders with seeded random weights and MiniLM's uncased vocabulary;
+    `small`: both in SMALL_SHAPE."""
     import torch
     from transformers import BertConfig, BertModel
 
     models = {}
     for name, shape in (("bert-base", {}), ("minilm-l6", MINILM_SHAPE)):
+        shape = SMALL_SHAPE if small else shape
         target = folder / name
         target.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(0)
@@ -360,7 +365,7 @@ def run(settings: Settings, out: Path, work: Path, tokenizer_source: Path, serve
                      "device": device, "points": [],
                      "cuda_graphs": [], "errors": []}
     sampler = GpuSampler()
-    models = make_models(work / "models", tokenizer_source)
+    models = make_models(work / "models", tokenizer_source, settings.small_models)
     tokenizer = Tokenizer.from_file(str(tokenizer_source / "tokenizer.json"))
     tokenizer.no_padding()
     tokenizer.no_truncation()

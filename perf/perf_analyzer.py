@@ -25,6 +25,15 @@ class _Unstable(Exception):
     """perf_analyzer found no run of stable measurement windows."""
 
 
+class _TooShort(Exception):
+    """No request finished within a measurement window: a request takes longer than the window on this machine."""
+
+
+_TOO_SHORT = "No valid requests recorded within time interval"
+# Windows double up to this while no request finishes within one (a batch of 64 on a slow, loaded CPU).
+LONGEST_WINDOW_MS = 32_000
+
+
 @dataclass(frozen=True)
 class PerfAnalyzer:
     url: str  # host:port of the protocol's endpoint
@@ -38,17 +47,28 @@ class PerfAnalyzer:
 
         On a noisy machine perf_analyzer may find no stable windows; it is then asked once more with windows
         twice as long, as its own message advises, and if that fails too, its figures are taken without the
-        stability check and the point is listed in `unstable` (BENCHMARKS.md names it).
+        stability check and the point is listed in `unstable` (BENCHMARKS.md names it). Where no request
+        finishes within a window at all (a slow machine), windows double until one does.
         """
+        window_ms = self.window_ms
+        while True:
+            try:
+                return self._measure_stable(model, data, batch, concurrency, window_ms)
+            except _TooShort as exc:
+                if 2 * window_ms > LONGEST_WINDOW_MS:
+                    raise RuntimeError(f"perf_analyzer finished no request within {window_ms} ms: {exc}") from None
+                window_ms *= 2
+
+    def _measure_stable(self, model: str, data: Path, batch: int, concurrency: int, window_ms: int) -> Measurement:
         try:
-            return self._measure(model, data, batch, concurrency, self.window_ms, self.stability_percent)
+            return self._measure(model, data, batch, concurrency, window_ms, self.stability_percent)
         except _Unstable:
             pass
         try:
-            return self._measure(model, data, batch, concurrency, 2 * self.window_ms, self.stability_percent)
+            return self._measure(model, data, batch, concurrency, 2 * window_ms, self.stability_percent)
         except _Unstable:
             self.unstable.append(f"{model}, {self.protocol}, batch {batch}, {concurrency} in flight")
-            return self._measure(model, data, batch, concurrency, 2 * self.window_ms, 100_000)
+            return self._measure(model, data, batch, concurrency, 2 * window_ms, 100_000)
 
     def _measure(self, model: str, data: Path, batch: int, concurrency: int, window_ms: int,
                  stability_percent: int) -> Measurement:
@@ -65,6 +85,8 @@ class PerfAnalyzer:
             result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
             if result.returncode != 0 and "Failed to obtain stable measurement" in result.stdout + result.stderr:
                 raise _Unstable()
+            if result.returncode != 0 and _TOO_SHORT in result.stdout + result.stderr:
+                raise _TooShort(" ".join(command))
             if result.returncode != 0 or not report.is_file():
                 raise RuntimeError(f"perf_analyzer failed ({' '.join(command)}):\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
             row = next(csv.DictReader(report.open()))

@@ -3,7 +3,11 @@
 Each model is exported once per session and reused. Tests that export real weights or talk to a
 tritonserver are marked `server` (the `bertserve[server]` side of the package): a test using one of
 the fixtures in `_SERVER_FIXTURES` is marked automatically, modules that export inline say so with
-`pytestmark`. `pytest -m "not server"` runs the pure-logic tests alone, in seconds.
+`pytestmark`. Tests that run external tools (kubectl, checkov, moto, docker-compose) are marked `tools`,
+automatically through `_TOOL_FIXTURES`, and `tools` implies `server`. `pytest -m "not server"` runs the
+pure-logic tests alone, in seconds: it starts no process and imports no torch (this file imports the
+exporter only inside the fixtures that export, and a `not server` run fails if torch was imported).
+`stress` tests (load far past capacity) run only when `-m` names them: `make stress`.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import os
 import queue
 import shutil
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -23,28 +28,49 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from bertserve.export import ExportConfig, Pooling, export_model  # noqa: E402
 from bertserve.model_repository.repository import component_names  # noqa: E402
 from bertserve.server import DEFAULT_MODEL_NAME, ServerConfig, TritonServer  # noqa: E402
 from bertserve.server.home import default_model_dir, default_repository  # noqa: E402
 
-from .corpus import sentences  # noqa: E402
-
 DEFAULT_NAME = DEFAULT_MODEL_NAME
 TOKENS_NAME = "minilm-tokens"
-# The small BERT: cheap enough to stream 100,000 sentences, yet 384 floats a vector (mean and max over 3 layers of
+# The small BERT: cheap enough to stream 50,000 sentences, yet 384 floats a vector (mean and max over 3 layers of
 # 64), so that keeping vectors shows in memory; large batches; not normalised, so client-side normalising shows.
 STREAM_NAME = "tiny-stream"
 _PLAIN_BERT_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
                      "special_tokens_map.json")
 T = TypeVar("T")
 _SERVER_FIXTURES = {"server", "throwaway_server", "repository", "default_home", "variants_repository", "tiny_bert_dir"}
+# Fixtures that run an external tool: kubectl (tests/deploy `rendered`), moto and the AWS CLI (`s3`), docker-compose.
+_TOOL_FIXTURES = {"rendered", "s3", "compose"}
+# The test run's own stop grace period: a stop waits for it only where a request is still in flight.
+TEST_STOP_TIMEOUT = 3.0
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark tests by the fixtures they use; leave `stress` tests out unless `-m` asks for them."""
     for item in items:
-        if _SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if _TOOL_FIXTURES & fixtures or item.get_closest_marker("tools"):
+            item.add_marker(pytest.mark.tools)
             item.add_marker(pytest.mark.server)
+        elif _SERVER_FIXTURES & fixtures:
+            item.add_marker(pytest.mark.server)
+    if "stress" not in (config.getoption("markexpr") or ""):
+        stress = [item for item in items if item.get_closest_marker("stress")]
+        if stress:
+            config.hook.pytest_deselected(items=stress)
+            items[:] = [item for item in items if not item.get_closest_marker("stress")]
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A `-m "not server"` run promises pure logic: fail it if anything it imported pulled in torch."""
+    if "not server" in (session.config.getoption("markexpr") or "") and "torch" in sys.modules:
+        session.config.get_terminal_writer().line(
+            "torch was imported by a `-m 'not server'` run: import the exporter (and torch) inside the fixtures "
+            "or tests that need it, not at module level", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def unavailable(reason: str) -> NoReturn:
@@ -55,8 +81,9 @@ def unavailable(reason: str) -> NoReturn:
 
 
 def server_config(repository: Path, **overrides) -> ServerConfig:
-    """A loopback server on ports free right now; no supervisor unless asked, so its statistics count only tests."""
-    return ServerConfig.loopback(repository, **{"heal": False, **overrides})
+    """A loopback server on ports free right now; no supervisor unless asked, so its statistics count only tests;
+    a short stop grace period (`TEST_STOP_TIMEOUT`) unless a test of the grace period passes its own."""
+    return ServerConfig.loopback(repository, **{"heal": False, "stop_timeout": TEST_STOP_TIMEOUT, **overrides})
 
 
 def settled(read: Callable[[], T], done: Callable[[T], bool], timeout: float = 10.0) -> T:
@@ -163,6 +190,8 @@ def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tokenizers import BertWordPieceTokenizer
     from transformers import BertConfig, BertModel
 
+    from .corpus import sentences
+
     folder = tmp_path_factory.mktemp("tiny") / "tiny-bert"
     folder.mkdir()
     wordpiece = BertWordPieceTokenizer(lowercase=True)
@@ -190,6 +219,8 @@ def repository(default_home: Path, minilm_dir: Path, tiny_bert_dir: Path,
                tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One repository, several models: the default, a token-level one (pooling none), and a cheap one for tests
     of the client rather than the model (streams, threads)."""
+    from bertserve.export import ExportConfig, Pooling, export_model
+
     repo = tmp_path_factory.mktemp("repo") / "repository"
     repo.mkdir()
     copy_model(default_home / "repository", repo, DEFAULT_NAME)

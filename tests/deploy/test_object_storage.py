@@ -1,23 +1,32 @@
 """The model repository in object storage, on a real S3-compatible server (moto's): uploaded with
-deploy/upload-models.sh, read by tritonserver itself (s3://), and synced by the init container's script."""
+deploy/upload-models.sh, read by tritonserver itself (s3://), healed from it, and synced by the init container's
+script."""
 
 from __future__ import annotations
 
 import filecmp
+import logging
 import os
+import re
+import signal
 import subprocess
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
+from bert_serving.client import BertClient
 
 from bertserve import Encoder
-from bertserve.errors import ServerStartError
+from bertserve.errors import BertserveError, ServerStartError
+from bertserve.frontdoor import FrontDoor
 from bertserve.server import TritonServer, free_ports
+from bertserve.server.supervisor import _PROBE_EVERY, PROBE, PROCESS_TABLE, backend_processes
 
-from ..conftest import DEFAULT_NAME, server_config
+from ..conftest import DEFAULT_NAME, server_config, settled
+from ..frontdoor.conftest import door_config
 from .conftest import DEPLOY, KUBERNETES, TOOLS, run, tool
 
 BUCKET = "bertserve-models"
@@ -73,16 +82,59 @@ def _reference(server) -> np.ndarray:
         return encoder.encode(SENTENCES)
 
 
-def test_the_server_serves_the_repository_straight_from_s3(s3, uploaded, server, monkeypatch):
+def test_the_server_serves_the_repository_straight_from_s3_and_heals_from_it(s3, uploaded, server, monkeypatch,
+                                                                             caplog):
     endpoint, env = s3
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_REGION"):
         monkeypatch.setenv(key, env[key])
     # Triton's form for an S3-compatible endpoint: s3://http://host:port/bucket/prefix
     url = f"s3://{endpoint}/{uploaded.removeprefix('s3://')}"
-    with TritonServer(server_config(url, heal=True)) as triton, Encoder(triton.grpc_url, model=DEFAULT_NAME) as encoder:
+    tokenizer = f"{DEFAULT_NAME}_tokenizer"
+    with caplog.at_level(logging.WARNING, logger="bertserve.server"), \
+            TritonServer(server_config(url, heal=True, probe_interval=0.1)) as triton, \
+            Encoder(triton.grpc_url, model=DEFAULT_NAME, timeout=60) as encoder:
         assert encoder.models() == [DEFAULT_NAME]
         vectors = encoder.encode(SENTENCES)
-    np.testing.assert_allclose(vectors, _reference(server), atol=1e-6)
+        # bert-as-service names no model: on object storage the door finds the one served by asking Triton.
+        with FrontDoor(door_config(triton, openai_port=0, bert_as_service_model=None, api_key=None)) as door:
+            port, port_out = door.config.bert_as_service_ports
+            with BertClient(ip="127.0.0.1", port=port, port_out=port_out, timeout=60_000) as client:
+                through_door = client.encode(SENTENCES)
+
+        # A dead backend process is reloaded from S3 (no folder to touch there: unloaded, then loaded again).
+        supervisor = triton._supervisor
+        (pid,) = [pid for pid, model in _backend_instances(triton).items() if model == tokenizer]
+        os.kill(pid, signal.SIGKILL)
+        settled(lambda: supervisor.reloads, lambda reloads: reloads >= 1, timeout=60)
+        healed = settled(lambda: _encode_or_none(encoder), lambda got: got is not None, timeout=60)
+        # Two rounds of probes more, which list the models through Triton (the remote branch): no second reload.
+        checks = supervisor.checks
+        settled(lambda: supervisor.checks, lambda done: done >= checks + 2 * _PROBE_EVERY, timeout=30)
+        assert (supervisor.reloads, supervisor.detected) == (1, {PROCESS_TABLE: 1, PROBE: 0})
+        assert tokenizer in {model for model in backend_processes(triton.pid).values()}
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]
+    reference = _reference(server)
+    for got in (vectors, through_door, healed):
+        np.testing.assert_allclose(got, reference, atol=1e-6)
+
+
+def _backend_instances(triton: TritonServer) -> dict[int, str]:
+    """Triton's backend processes by the model each serves, from the instance name on its command line
+    (`<model>_<group>_<index>`): on object storage the model's folder is a download named at random."""
+    found = {}
+    for pid in backend_processes(triton.pid):
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+        (instance,) = [arg for arg in args if re.fullmatch(r".+_\d+_\d+", arg) and "shm_region" not in arg]
+        found[pid] = re.sub(r"_\d+_\d+$", "", instance)
+    return found
+
+
+def _encode_or_none(encoder: Encoder):
+    """The vectors of SENTENCES, or None while the model is reloading (the ensemble is unknown meanwhile)."""
+    try:
+        return encoder.encode(SENTENCES)
+    except BertserveError:
+        return None
 
 
 def test_the_server_refuses_an_s3_prefix_without_models(s3, monkeypatch, tmp_path):
@@ -99,21 +151,22 @@ def test_the_server_refuses_an_s3_prefix_without_models(s3, monkeypatch, tmp_pat
         TritonServer(server_config(f"s3://{endpoint}/{BUCKET}/no-models", startup_timeout=60)).start()
 
 
-def test_init_container_script_syncs_a_repository_that_serves(s3, uploaded, default_home, server, tmp_path):
+def test_init_container_script_syncs_the_repository_byte_for_byte(s3, uploaded, default_home, tmp_path):
+    """The same files as the repository that serves (the test above serves it from S3): nothing to start here."""
     endpoint, env = s3
     models = tmp_path / "models"
     result = run(["sh", KUBERNETES / "base" / "sync-models.sh", models],
                  env={**env, "BERTSERVE_MODELS_URI": uploaded}, timeout=120)
     assert result.returncode == 0, result.stderr
     source = default_home / "repository"
-    for path in source.rglob("*"):
-        if "__pycache__" in path.parts:
-            continue
-        copy = models / path.relative_to(source)
+
+    def tree(root) -> set:
+        return {path.relative_to(root) for path in root.rglob("*") if "__pycache__" not in path.parts}
+
+    assert tree(models) == tree(source)
+    for relative in tree(source):
+        path, copy = source / relative, models / relative
         assert copy.is_dir() if path.is_dir() else filecmp.cmp(path, copy, shallow=False), copy
-    with TritonServer(server_config(models)) as triton, Encoder(triton.grpc_url, model=DEFAULT_NAME) as encoder:
-        synced = encoder.encode(SENTENCES)
-    np.testing.assert_allclose(synced, _reference(server), atol=1e-6)
 
 
 def test_init_container_script_fails_plainly_on_an_empty_prefix(s3, tmp_path):
