@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger("bertserve.server")
 _STUB = "triton_python_backend_stub"
+_INSTANCE = re.compile(r"(.+)_\d+_\d+")  # a backend instance's name: <model>_<group>_<index>
+_SHM_REGION = "triton_python_backend_shm_region"  # a stub argument that looks like an instance name too
 _UNHEALTHY = re.compile(r"Stub process '(.+)_\d+_\d+' is not healthy")
 _PROBE_TEXT = "bertserve probe"
 _RELOAD_TIMEOUT = 120.0
@@ -165,19 +167,26 @@ class Supervisor:
 
 
 def backend_processes(triton_pid: Optional[int]) -> dict[int, str]:
-    """The Python-backend processes of a tritonserver, by process id, with the model each runs."""
+    """The Python-backend processes of a tritonserver, by process id, with the model each runs.
+
+    The model comes from the instance name on the stub's command line (`<model>_<group>_<index>`), not from
+    its folder: a repository in object storage is downloaded to a folder named at random.
+    """
     found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text()
-            args = (entry / "cmdline").read_bytes().split(b"\0")
+            args = [os.fsdecode(arg) for arg in (entry / "cmdline").read_bytes().split(b"\0")]
         except OSError:  # gone meanwhile
             continue
         parent = int(stat.rsplit(")", 1)[1].split()[1])
-        if parent == triton_pid and len(args) > 1 and args[0].endswith(_STUB.encode()):
-            found[int(entry.name)] = Path(os.fsdecode(args[1])).parent.parent.name  # <repo>/<model>/<version>/model.py
+        if parent == triton_pid and args[0].endswith(_STUB):
+            models = [match.group(1) for arg in args[1:] if not arg.startswith(_SHM_REGION)
+                      and (match := _INSTANCE.fullmatch(arg))]
+            if len(models) == 1:
+                found[int(entry.name)] = models[0]
     return found
 
 

@@ -7,13 +7,11 @@ from __future__ import annotations
 import filecmp
 import logging
 import os
-import re
 import signal
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -103,7 +101,7 @@ def test_the_server_serves_the_repository_straight_from_s3_and_heals_from_it(s3,
 
         # A dead backend process is reloaded from S3 (no folder to touch there: unloaded, then loaded again).
         supervisor = triton._supervisor
-        (pid,) = [pid for pid, model in _backend_instances(triton).items() if model == tokenizer]
+        (pid,) = [pid for pid, model in backend_processes(triton.pid).items() if model == tokenizer]
         os.kill(pid, signal.SIGKILL)
         settled(lambda: supervisor.reloads, lambda reloads: reloads >= 1, timeout=60)
         healed = settled(lambda: _encode_or_none(encoder), lambda got: got is not None, timeout=60)
@@ -116,17 +114,6 @@ def test_the_server_serves_the_repository_straight_from_s3_and_heals_from_it(s3,
     reference = _reference(server)
     for got in (vectors, through_door, healed):
         np.testing.assert_allclose(got, reference, atol=1e-6)
-
-
-def _backend_instances(triton: TritonServer) -> dict[int, str]:
-    """Triton's backend processes by the model each serves, from the instance name on its command line
-    (`<model>_<group>_<index>`): on object storage the model's folder is a download named at random."""
-    found = {}
-    for pid in backend_processes(triton.pid):
-        args = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
-        (instance,) = [arg for arg in args if re.fullmatch(r".+_\d+_\d+", arg) and "shm_region" not in arg]
-        found[pid] = re.sub(r"_\d+_\d+$", "", instance)
-    return found
 
 
 def _encode_or_none(encoder: Encoder):
