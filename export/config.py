@@ -17,8 +17,7 @@ from typing import Optional
 from bertserve.errors import ExportError
 from bertserve.model_repository.deployment import Deployment, Runtime
 
-from .graph import hidden_state_indices
-from .pooling import Pooling
+from .options import Pooling, hidden_state_indices
 
 DEFAULT_MAX_BATCH_SIZE = 64
 _BERT_MAX_LEN = 512

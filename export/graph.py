@@ -11,21 +11,12 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from .options import hidden_state_indices
 from .pooling import Pooling, PoolingHead
 
 # Exported node names of each layer's feed-forward down-projection: int8 leaves them in fp32, since their
 # inputs carry outliers that int8 flattens.
 FFN_DOWN_PROJECTION = r"/layers\.\d+/output/dense/MatMul"
-
-
-def hidden_state_indices(layers: Sequence[int], num_layers: int) -> list[int]:
-    """Map layers counted from -1 (last) to indices into HF `hidden_states` (0 is the embeddings)."""
-    for layer in layers:
-        if not -num_layers <= layer <= -1:
-            raise ValueError(
-                f"layer {layer} does not exist: the model has {num_layers} layers, numbered -1 (last) to -{num_layers}"
-            )
-    return [num_layers + 1 + layer for layer in layers]
 
 
 class EncoderGraph(nn.Module):

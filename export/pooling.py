@@ -1,5 +1,7 @@
 """Pooling strategies, written as a torch module so they become part of the exported graph.
 
+The strategies themselves (`Pooling`) live in the torch-free `options` module; this one re-exports them.
+
 Every strategy works over the attention mask: padding never counts. Several
 encoder layers arrive concatenated along the hidden axis, so a layer set of k
 layers gives k * hidden features per token before pooling.
@@ -7,26 +9,12 @@ layers gives k * hidden features per token before pooling.
 
 from __future__ import annotations
 
-from enum import Enum
-
 import torch
 from torch import nn
 
+from .options import Pooling
 
-class Pooling(str, Enum):
-    """How token vectors become one sentence vector (bert-as-service's pooling_strategy)."""
-
-    MEAN = "mean"  # masked mean over tokens
-    MAX = "max"  # masked max over tokens
-    MEAN_MAX = "mean_max"  # mean and max concatenated
-    CLS = "cls"  # the first token ([CLS])
-    SEP = "sep"  # the last real token ([SEP] after truncation)
-    CLS_POOLED = "cls_pooled"  # BERT's pooler (dense + tanh) over [CLS], per layer
-    NONE = "none"  # no pooling: one vector per token, zeros at padding
-
-    def output_dim(self, features: int) -> int:
-        """Width of the pooled vector for `features` input features per token."""
-        return 2 * features if self is Pooling.MEAN_MAX else features
+__all__ = ["Pooling", "PoolingHead"]
 
 
 class PoolingHead(nn.Module):

@@ -1,43 +1,49 @@
 """Fixtures of the export tests: a tiny 6-layer BERT for the graph math, and transformers' hidden states for it.
 
-Every test here is a `server` test: the exporter is the bertserve[server] side and imports torch (bertserve.export
-and its pooling and graph modules), which a `-m "not server"` run must not import. Such a run skips collecting
-this folder's modules: importing them would import torch, and every test in them would be deselected anyway.
+The exporter imports torch (the bertserve[server] side), which a `-m "not server"` run must not import, while
+export options (`bertserve.export`'s `ExportConfig`, `Pooling`, `plan_export`) import none: a test here that
+exports, or runs torch, is marked `server` (through the fixtures below, the `_SERVER_FIXTURES` of the top conftest,
+or a mark of its own) and imports the exporter and torch inside itself; the checks of options run in the fast run.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 import numpy as np
 import pytest
 
-_HERE = Path(__file__).parent
+from ..corpus import sentences
+
+if TYPE_CHECKING:
+    from bertserve.export import ExportConfig
+    from bertserve.info import ModelInfo
 
 MAX_SEQ_LEN = 64
+# Fixtures that need torch: the tiny BERT and its hidden states, and the exporter.
+_TORCH_FIXTURES = {"tiny6_bert_dir", "tiny6_states", "export_model"}
 
 
 def graph_texts() -> list[str]:
     """The batch every graph-math test encodes: it includes inputs past MAX_SEQ_LEN, so truncation is exercised too."""
-    from ..corpus import sentences  # imports the exporter: not at module level (see the module docstring)
-
     return sentences(24)
-
-
-def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    """Leave this folder's modules uncollected in a run that deselects `server` tests (see the module docstring)."""
-    if "not server" in (config.getoption("markexpr") or "") and collection_path.parent == _HERE:
-        return True
-    return None
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark this folder's tests `server`: each imports the exporter, and with it torch."""
+    """Mark `server` the tests that use a fixture of `_TORCH_FIXTURES`."""
     for item in items:
-        if item.path.parent == _HERE:
+        if _TORCH_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.server)
+
+
+@pytest.fixture(scope="session")
+def export_model() -> Callable[[ExportConfig], ModelInfo]:
+    """`bertserve.export.export_model`, imported by the tests that take it: it imports torch."""
+    from bertserve.export import export_model
+
+    return export_model
 
 
 class States(NamedTuple):
@@ -62,8 +68,6 @@ def tiny6_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     from tokenizers import BertWordPieceTokenizer
     from transformers import BertConfig, BertModel
-
-    from ..corpus import sentences
 
     folder = tmp_path_factory.mktemp("tiny6") / "tiny6-bert"
     folder.mkdir()

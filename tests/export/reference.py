@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 
 
 def hidden_states(model_dir: Path, batch: dict[str, np.ndarray]) -> tuple[list[np.ndarray], object]:
     """All hidden states (index 0 = embeddings) from the untouched transformers BertModel."""
+    import torch
     from transformers import BertModel
 
     bert = BertModel.from_pretrained(str(model_dir)).eval()

@@ -13,11 +13,13 @@ import pytest
 from tokenizers import Tokenizer
 
 from bertserve.errors import ExportError
-from bertserve.export import ExportConfig, export_model
+from bertserve.export import ExportConfig
 from bertserve.export.tokenizer import encoder_inputs
 
 from ..corpus import sentences
 from . import reference
+
+pytestmark = pytest.mark.server  # every test here imports the exporter, and with it torch
 
 
 def _leftovers(folder: Path) -> set[str]:
@@ -32,7 +34,7 @@ def _private_temp(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tempfile, "tempdir", str(folder))
 
 
-def test_plain_bert_with_only_vocab_txt_and_pytorch_weights_exports(tiny_bert_dir, tmp_path):
+def test_plain_bert_with_only_vocab_txt_and_pytorch_weights_exports(export_model, tiny_bert_dir, tmp_path):
     from transformers import AutoTokenizer
 
     repo = tmp_path / "repo"
@@ -55,7 +57,7 @@ def test_plain_bert_with_only_vocab_txt_and_pytorch_weights_exports(tiny_bert_di
     assert np.abs(got - reference.pool(hidden, bert, batch["attention_mask"], "mean", (-2,))).max() <= 1e-4
 
 
-def test_failed_check_writes_nothing(tiny_bert_dir, tmp_path, monkeypatch):
+def test_failed_check_writes_nothing(export_model, tiny_bert_dir, tmp_path, monkeypatch):
     import bertserve.export.encoder as encoder
 
     # No graph can be within a negative tolerance: the check against transformers fails, as it would for a bad graph.
@@ -67,7 +69,7 @@ def test_failed_check_writes_nothing(tiny_bert_dir, tmp_path, monkeypatch):
     assert _leftovers(tmp_path) == set() and not any((tmp_path / "tmp").iterdir())
 
 
-def test_existing_model_is_refused_before_any_export_work(plain_bert_dir, tmp_path, caplog):
+def test_existing_model_is_refused_before_any_export_work(export_model, plain_bert_dir, tmp_path, caplog):
     (tmp_path / "repo" / "minilm-plain_encoder").mkdir(parents=True)
     with caplog.at_level(logging.INFO, logger="bertserve.export"), pytest.raises(
             ExportError, match="minilm-plain_encoder already exists; pass --overwrite"):

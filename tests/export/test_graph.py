@@ -14,7 +14,6 @@ import pytest
 
 from bertserve.export import ExportConfig, Pooling
 from bertserve.export.config import plan_export
-from bertserve.export.encoder import export_encoder
 from bertserve.export.tokenizer import build_tokenizer, encoder_inputs
 
 from . import reference
@@ -29,6 +28,8 @@ TEXTS = graph_texts()
 
 def _export(model_dir, tmp_path, **options):
     """The ONNX encoder alone (no repository), with the batch its own tokenizer makes of TEXTS."""
+    from bertserve.export.encoder import export_encoder  # torch
+
     tmp_path.mkdir(parents=True, exist_ok=True)
     plan = plan_export(ExportConfig(model_dir=model_dir, repository=tmp_path / "repo", max_seq_len=MAX_SEQ_LEN, **options))
     prepared = build_tokenizer(plan.transformer_dir, plan.max_seq_len, plan.lowercase_input)

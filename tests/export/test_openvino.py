@@ -11,9 +11,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from bertserve.errors import ExportError
-from bertserve.export import Deployment, ExportConfig, Precision, Runtime, export_model
-from bertserve.export.encoder import _validate
-from bertserve.export.openvino import EXCLUSIONS, run_ir, write_ir
+from bertserve.export import Deployment, ExportConfig, Precision, Runtime
 from bertserve.export.tokenizer import encoder_inputs
 from bertserve.model_repository.backends.openvino import (
     HEAD_PREFIX, KEEP_FP32, compile_encoder, cpu_has_bf16, read_encoder,
@@ -25,6 +23,7 @@ from ..corpus import sentences
 
 TEXTS = sentences(240)
 OPENVINO_RUNTIME = Deployment(runtime=Runtime.OPENVINO)
+pytestmark = pytest.mark.server  # every test here imports the exporter, and with it torch
 
 
 def _batches(repository, name):
@@ -56,6 +55,8 @@ def _ir(repository, name):
 
 
 def test_auto_runs_fp32_here_or_bf16_on_bf16_units(variants_repository, fp32):
+    from bertserve.export.openvino import run_ir
+
     info = json.loads((variants_repository / OPENVINO / "bertserve.json").read_text())
     assert (info["precision"], info["runtime"]) == ("auto", "openvino")
     got = _vectors(variants_repository, OPENVINO, lambda batches: run_ir(_ir(variants_repository, OPENVINO), batches, "auto"))
@@ -75,6 +76,8 @@ def test_auto_runs_fp32_here_or_bf16_on_bf16_units(variants_repository, fp32):
 
 
 def test_static_int8_is_calibrated_and_stays_close_to_fp32(variants_repository, fp32):
+    from bertserve.export.openvino import run_ir
+
     ir = _ir(variants_repository, OPENVINO_INT8)
     got = _vectors(variants_repository, OPENVINO_INT8, lambda batches: run_ir(ir, batches))
     cosine = (got * fp32).sum(axis=1)  # both L2-normalised by the model
@@ -89,7 +92,7 @@ def test_static_int8_is_calibrated_and_stays_close_to_fp32(variants_repository, 
         assert op.input_value(0).get_node().get_type_name() != "FakeQuantize"
 
 
-def test_bf16_export_is_checked_against_fp32(tiny_bert_dir, tmp_path, caplog):
+def test_bf16_export_is_checked_against_fp32(export_model, tiny_bert_dir, tmp_path, caplog):
     """Checked in emulated bf16 on every CPU, and in OpenVINO's own bf16 where the CPU has bf16 units."""
     caplog.set_level("INFO", logger="bertserve.export")
     info = export_model(ExportConfig(model_dir=tiny_bert_dir, repository=tmp_path, name="b", max_seq_len=64,
@@ -106,6 +109,7 @@ def test_int8_leaves_more_in_fp32_until_it_is_accurate_then_refuses(tiny6_bert_d
     that says what to do, and no IR written."""
     from bertserve.export.config import plan_export
     from bertserve.export.encoder import export_encoder
+    from bertserve.export.openvino import EXCLUSIONS, write_ir
     from bertserve.export.tokenizer import build_tokenizer
 
     caplog.set_level("INFO", logger="bertserve.export")
@@ -135,6 +139,8 @@ def test_int8_leaves_more_in_fp32_until_it_is_accurate_then_refuses(tiny6_bert_d
 
 
 def test_the_bf16_check_refuses_vectors_below_the_bar():
+    from bertserve.export.encoder import _validate
+
     want = np.eye(4, dtype=np.float32)
     got = want.copy()
     _validate(got, want, Precision.BF16)
@@ -149,7 +155,7 @@ def test_the_bf16_check_refuses_vectors_below_the_bar():
     (Precision.AUTO, Runtime.ONNXRUNTIME, "add --runtime openvino"),
     (Precision.INT8, Runtime.TORCH, "--runtime torch runs fp16"),
 ])
-def test_precisions_a_runtime_cannot_run_are_refused(minilm_dir, tmp_path, precision, runtime, message):
+def test_precisions_a_runtime_cannot_run_are_refused(export_model, minilm_dir, tmp_path, precision, runtime, message):
     with pytest.raises(ExportError, match=message):
         export_model(ExportConfig(model_dir=minilm_dir, repository=tmp_path, precision=precision,
                                   deployment=Deployment(runtime=runtime)))

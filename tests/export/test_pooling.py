@@ -1,26 +1,37 @@
-"""Pooling math on random tensors: padding never changes a result."""
+"""Pooling math on random tensors: padding never changes a result.
+
+The pooling head is a torch module, so these tests import torch (inside each test) and are `server` tests.
+"""
 
 from __future__ import annotations
 
 import pytest
-import torch
 
-from bertserve.export.pooling import Pooling, PoolingHead
+from bertserve.export import Pooling
+
+pytestmark = pytest.mark.server  # torch
 
 
-class _Pooler(torch.nn.Module):
-    def __init__(self, hidden: int) -> None:
-        super().__init__()
-        self.dense = torch.nn.Linear(hidden, hidden)
-        self.activation = torch.nn.Tanh()
+def _pooler(hidden: int):
+    """A stand-in for BERT's pooler: the dense layer and activation `PoolingHead` reads."""
+    import torch
+
+    pooler = torch.nn.Module()
+    pooler.dense = torch.nn.Linear(hidden, hidden)
+    pooler.activation = torch.nn.Tanh()
+    return pooler
 
 
 @pytest.mark.parametrize("pooling", list(Pooling))
 @pytest.mark.parametrize("normalize", [False, True])
 def test_padding_never_counts(pooling, normalize):
+    import torch
+
+    from bertserve.export.pooling import PoolingHead
+
     torch.manual_seed(0)
     hidden, layers = 8, 2
-    head = PoolingHead(pooling, normalize, _Pooler(hidden) if pooling is Pooling.CLS_POOLED else None)
+    head = PoolingHead(pooling, normalize, _pooler(hidden) if pooling is Pooling.CLS_POOLED else None)
     states = torch.randn(3, 5, hidden * layers)
     lengths = torch.tensor([5, 3, 1])
     mask = (torch.arange(5)[None, :] < lengths[:, None]).long()
@@ -37,13 +48,19 @@ def test_padding_never_counts(pooling, normalize):
 
 
 def test_sep_is_the_last_real_token():
+    import torch
+
+    from bertserve.export.pooling import PoolingHead
+
     states = torch.arange(2 * 4 * 1, dtype=torch.float32).reshape(2, 4, 1)
     mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
     assert PoolingHead(Pooling.SEP, False)(states, mask).flatten().tolist() == [2.0, 7.0]
 
 
 def test_pooler_only_for_cls_pooled():
+    from bertserve.export.pooling import PoolingHead
+
     with pytest.raises(ValueError):
-        PoolingHead(Pooling.MEAN, False, _Pooler(4))
+        PoolingHead(Pooling.MEAN, False, _pooler(4))
     with pytest.raises(ValueError):
         PoolingHead(Pooling.CLS_POOLED, False, None)

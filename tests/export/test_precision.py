@@ -10,13 +10,14 @@ import onnxruntime as ort
 import pytest
 from tokenizers import Tokenizer
 
-from bertserve.export import ExportConfig, Precision, export_model
+from bertserve.export import ExportConfig, Precision
 from bertserve.export.tokenizer import encoder_inputs
 
 from ..conftest import DEFAULT_NAME
 from ..corpus import sentences
 
 TEXTS = sentences(240)
+pytestmark = pytest.mark.server  # every test here exports real weights
 
 
 def _run(repository, name, texts):
@@ -39,7 +40,7 @@ def fp32(repository):
     return _run(repository, DEFAULT_NAME, TEXTS)
 
 
-def test_fp16_vectors_match_fp32(minilm_dir, fp32, tmp_path):
+def test_fp16_vectors_match_fp32(export_model, minilm_dir, fp32, tmp_path):
     repo = tmp_path / "repo"
     info16 = export_model(ExportConfig(model_dir=minilm_dir, repository=repo, name="m16", precision=Precision.FP16))
     v16, path16 = _run(repo, "m16", TEXTS)

@@ -14,32 +14,43 @@ import pytest
 from tokenizers import Tokenizer
 
 from bertserve.errors import ExportError
-from bertserve.export import Backend, Deployment, ExportConfig, Precision, export_model
-from bertserve.export.tensorrt import cuda_devices, tensorrt_unavailable
+from bertserve.export import Backend, Deployment, ExportConfig, Precision
 from bertserve.export.tokenizer import encoder_inputs
 
 from ..conftest import DEFAULT_NAME
 from ..corpus import sentences
 
-REASON = tensorrt_unavailable()
+pytestmark = pytest.mark.server  # every test here imports the exporter, and with it torch
+
+
+@pytest.fixture(scope="module")
+def reason() -> str | None:
+    """Why no TensorRT engine can be built here, or None where tensorrt and a GPU are present."""
+    from bertserve.export.tensorrt import tensorrt_unavailable
+
+    return tensorrt_unavailable()
 
 
 def test_gpu_count_comes_from_the_driver_not_torch():
     """What nvidia-smi lists is what the export sees, whichever torch build is installed."""
+    from bertserve.export.tensorrt import cuda_devices
+
     smi = shutil.which("nvidia-smi")
     listed = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=60).stdout if smi else ""
     assert cuda_devices() == len(re.findall(r"^GPU \d+:", listed, re.MULTILINE))
 
 
-@pytest.mark.skipif(REASON is None, reason="tensorrt and a GPU are present: the refusal cannot happen here")
-def test_refused_with_the_reason_and_the_alternative(minilm_dir, tmp_path):
-    with pytest.raises(ExportError, match=re.escape(f"needs the tensorrt package and an NVIDIA GPU, but {REASON}; export ONNX instead (--backend onnxruntime")):
+def test_refused_with_the_reason_and_the_alternative(export_model, reason, minilm_dir, tmp_path):
+    if reason is None:
+        pytest.skip("tensorrt and a GPU are present: the refusal cannot happen here")
+    with pytest.raises(ExportError, match=re.escape(f"needs the tensorrt package and an NVIDIA GPU, but {reason}; export ONNX instead (--backend onnxruntime")):
         export_model(ExportConfig(model_dir=minilm_dir, repository=tmp_path, deployment=Deployment(Backend.TENSORRT)))
     assert not any(tmp_path.iterdir()), "nothing is written when the engine cannot be built"
 
 
-@pytest.mark.skipif(REASON is not None, reason=f"TensorRT engine build needs tensorrt and a GPU: {REASON}")
-def test_engine_vectors_match_fp32(minilm_dir, repository, tmp_path):
+def test_engine_vectors_match_fp32(export_model, reason, minilm_dir, repository, tmp_path):
+    if reason is not None:
+        pytest.skip(f"TensorRT engine build needs tensorrt and a GPU: {reason}")
     info = export_model(ExportConfig(model_dir=minilm_dir, repository=tmp_path, name="trt", max_seq_len=128,
                                      precision=Precision.FP16, deployment=Deployment(Backend.TENSORRT)))
     assert info.backend == "tensorrt"

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bertserve.export.tokenizer import build_tokenizer
+
+pytestmark = pytest.mark.server  # the tokenizer is read through transformers, which imports torch
 
 
 def _tokens(folder, **options):

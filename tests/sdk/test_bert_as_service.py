@@ -8,7 +8,6 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 
 from bertserve import Encoder, TruncationWarning
 from bertserve.errors import InvalidInputError
@@ -33,6 +32,8 @@ def encoder(request, server):
 
 def _reference(hf, batch, max_length=256):
     """Mean pooling + L2 norm over transformers' last hidden state: what all-MiniLM-L6-v2 computes."""
+    import torch
+
     tokenizer, model = hf
     with torch.no_grad():
         hidden = model(**batch).last_hidden_state
@@ -71,6 +72,8 @@ def test_legacy_separator_splits_at_the_last_one(encoder):
 
 
 def test_pre_tokenized_input_is_not_re_split_and_unknowns_become_unk(encoder, hf):
+    import torch
+
     tokenizer, _ = hf
     given = [["hello", "unaffable", "world"], ["the", "cat", "##s"], ["完全", "是"]]
     vectors, tokens = encoder.encode(given, is_tokenized=True, show_tokens=True)
@@ -97,6 +100,8 @@ def test_show_tokens_equals_the_hugging_face_tokens(encoder, hf):
 
 
 def test_token_vectors_equal_the_reference_per_token(server, hf):
+    import torch
+
     tokenizer, model = hf
     texts = ["short", "a somewhat longer sentence here", "word " * 200]
     with Encoder(server.grpc_url, model=TOKENS_NAME) as enc:
