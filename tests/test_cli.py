@@ -226,14 +226,15 @@ def test_frontdoor_refuses_an_http_triton_address(capsys, url):
                    "(e.g. localhost:8001)\n")
 
 
-def _kill_the_door_once_serving(home: Path, timeout: float = 120.0) -> None:
+def _kill_the_door_once_serving(home: Path, openai_port: int, timeout: float = 120.0) -> None:
     """Kill serve's front door once serve is serving (the admin key is written after the door answers); interrupt
-    serve instead if that never happens, so that the test fails rather than hangs."""
-    deadline = time.monotonic() + timeout
+    serve instead if that never happens, so that the test fails rather than hangs. The door is told by its port:
+    doors that other tests' fixtures started are children of this process too."""
+    deadline, port = time.monotonic() + timeout, f"--openai-port {openai_port}"
     while time.monotonic() < deadline:
         if (home / "admin-key").exists():
             doors = [child for child in psutil.Process().children()
-                     if "bertserve.frontdoor" in " ".join(child.cmdline())]
+                     if "bertserve.frontdoor" in child.cmdline() and port in " ".join(child.cmdline())]
             if doors:
                 doors[0].kill()
                 return
@@ -250,7 +251,7 @@ def test_serve_exits_1_and_stops_triton_when_the_front_door_dies(tmp_path, capsy
     repository.mkdir()
     monkeypatch.setenv("BERTSERVE_HOME", str(home))
     http, grpc, metrics, openai_port = ports = free_ports(4)
-    killer = threading.Thread(target=_kill_the_door_once_serving, args=(home,), daemon=True)
+    killer = threading.Thread(target=_kill_the_door_once_serving, args=(home, openai_port), daemon=True)
     sigterm = signal.getsignal(signal.SIGTERM)  # serve installs its own
     before = set(psutil.Process().children(recursive=True))  # the session's servers, if started
     killer.start()
