@@ -38,6 +38,7 @@ class FrontDoorConfig:
             raise ValueError(f"port {self.openai_port} is asked for twice")
         if self.timeout <= 0 or self.max_request_bytes < 1:
             raise ValueError("timeout and max_request_bytes must be positive")
+        contract.check_key("api_key", self.api_key)
 
     @property
     def bert_as_service_ports(self) -> tuple[int, int]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +17,6 @@ DEFAULT_PROBE_INTERVAL = 1.0
 ADMIN_APIS = ("shared-memory", "model-repository", "trace", "logging")
 # Repositories Triton reads from object storage itself (credentials from AWS_*, GOOGLE_*, AZURE_* variables).
 OBJECT_STORAGE_SCHEMES = ("s3://", "gs://", "as://")
-# Keys travel in Triton's flag syntax (apis:header=value) and in headers: no ':', ',', '=' or spaces.
-_KEY = re.compile(r"[A-Za-z0-9._~+/-]{16,}")  # whole key: fullmatch, as `$` would let a final newline through
 
 
 @dataclass(frozen=True)
@@ -42,9 +39,7 @@ class ServerConfig:
 
     def __post_init__(self) -> None:
         for name in ("api_key", "admin_key"):
-            key = getattr(self, name)
-            if key is not None and not _KEY.fullmatch(key):
-                raise ValueError(f"{name} must be at least 16 letters, digits or '-_.~+/' characters")
+            contract.check_key(name, getattr(self, name))
 
     @classmethod
     def loopback(cls, repository: Union[Path, str], **options: Any) -> ServerConfig:

@@ -3,6 +3,11 @@
 Importable without numpy or torch: the backends running inside tritonserver import it too.
 """
 
+from __future__ import annotations
+
+import re
+from typing import Optional
+
 # An item longer than its character budget is cut before tokenizing and its tokens are not counted:
 # its token_count is NOT_COUNTED, meaning "longer than max_seq_len". The budget covers max_seq_len
 # tokens unless the text averages more characters per token than WordPiece's longest word (100).
@@ -19,6 +24,16 @@ ENCODER_RUNTIME = "runtime"
 # Backpressure defaults, per model: 512 waiting requests let 256 concurrent single-sentence clients through.
 DEFAULT_MAX_QUEUE_SIZE = 512
 DEFAULT_QUEUE_TIMEOUT = 10.0  # seconds
+
+# Keys (API and admin) travel in Triton's flag syntax (apis:header=value) and in headers: no ':', ',', '=' or spaces.
+_KEY = re.compile(r"[A-Za-z0-9._~+/-]{16,}")  # whole key: fullmatch, as `$` would let a final newline through
+
+
+def check_key(name: str, key: Optional[str]) -> None:
+    """Refuse a key (None: no key) that Triton's flags or a header could not carry unchanged."""
+    if key is not None and not (isinstance(key, str) and _KEY.fullmatch(key)):
+        raise ValueError(f"{name} must be at least 16 letters, digits or '-_.~+/' characters")
+
 
 # Request headers. Triton's restricted gRPC protocols read headers under a fixed prefix.
 API_KEY_HEADER = "authorization"

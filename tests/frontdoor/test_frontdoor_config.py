@@ -23,6 +23,10 @@ from .conftest import free_pair
     ({"timeout": 0.0}, "timeout and max_request_bytes must be positive"),
     ({"timeout": -1.0}, "timeout and max_request_bytes must be positive"),
     ({"max_request_bytes": 0}, "timeout and max_request_bytes must be positive"),
+    # The door checks its clients' Bearer against this key and passes it on to Triton: the server's rules.
+    ({"api_key": "short"}, "api_key must be at least 16"),
+    ({"api_key": "a-long-enough-key-123\n"}, "api_key must be at least 16"),
+    ({"api_key": "a-long-enough-key,123"}, "api_key must be at least 16"),
 ])
 def test_unusable_configs_are_refused(options, message):
     with pytest.raises(ValueError, match=message):
@@ -35,6 +39,7 @@ def test_unusable_configs_are_refused(options, message):
     {"openai_port": 65535, "bert_as_service_port": 5000},
     {"openai_port": 4999, "bert_as_service_port": 5000},
     {"openai_port": 5002, "bert_as_service_port": 5000},
+    {"openai_port": 5003, "api_key": "a-long-enough-key-123"},
 ])
 def test_usable_configs_are_taken(options):
     assert FrontDoorConfig(**options).openai_port == options["openai_port"]
