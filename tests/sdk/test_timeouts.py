@@ -24,7 +24,7 @@ def silent_port():
 @pytest.mark.parametrize("scheme", ["grpc", "http"])
 def test_silent_server_times_out(scheme, silent_port):
     started = time.monotonic()
-    with Encoder(f"{scheme}://127.0.0.1:{silent_port}", timeout=2) as enc:
+    with Encoder(f"{scheme}://127.0.0.1:{silent_port}", timeout=1) as enc:
         with pytest.raises(RequestTimeoutError, match="did not answer within the timeout"):
             enc.encode(["hello"])
     assert time.monotonic() - started < 5
