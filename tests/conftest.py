@@ -162,6 +162,27 @@ def copy_model(source: Path, target: Path, name: str) -> None:
         shutil.copytree(source / folder, target / folder)
 
 
+def make_tiny_bert(folder: Path, **shape: int) -> Path:
+    """A BERT folder in the layout of Google's converted releases (config.json, vocab.txt, pytorch_model.bin): a
+    WordPiece vocabulary trained on the test corpus, seeded random weights of `shape` (BertConfig's fields)."""
+    import torch
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertConfig, BertModel
+
+    from .corpus import sentences
+
+    folder.mkdir()
+    wordpiece = BertWordPieceTokenizer(lowercase=True)
+    wordpiece.train_from_iterator(sentences(240), vocab_size=400, min_frequency=1)
+    wordpiece.save_model(str(folder))
+    config = BertConfig(vocab_size=wordpiece.get_vocab_size(), num_attention_heads=4, max_position_embeddings=128,
+                        **shape)
+    torch.manual_seed(0)
+    config.save_pretrained(folder)
+    torch.save(BertModel(config).state_dict(), folder / "pytorch_model.bin")
+    return folder
+
+
 @pytest.fixture(scope="session")
 def minilm_dir() -> Path:
     """The sentence-transformers folder of all-MiniLM-L6-v2 (modules.json, pooling, normalize)."""
@@ -186,22 +207,8 @@ def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Its WordPiece vocabulary is trained on the test corpus; its weights are seeded random (no small
     trained BERT ships offline), which is enough to check an export against transformers.
     """
-    import torch
-    from tokenizers import BertWordPieceTokenizer
-    from transformers import BertConfig, BertModel
-
-    from .corpus import sentences
-
-    folder = tmp_path_factory.mktemp("tiny") / "tiny-bert"
-    folder.mkdir()
-    wordpiece = BertWordPieceTokenizer(lowercase=True)
-    wordpiece.train_from_iterator(sentences(240), vocab_size=400, min_frequency=1)
-    wordpiece.save_model(str(folder))
-    config = BertConfig(vocab_size=wordpiece.get_vocab_size(), hidden_size=64, num_hidden_layers=3,
-                        num_attention_heads=4, intermediate_size=128, max_position_embeddings=128)
-    torch.manual_seed(0)
-    config.save_pretrained(folder)
-    torch.save(BertModel(config).state_dict(), folder / "pytorch_model.bin")
+    folder = make_tiny_bert(tmp_path_factory.mktemp("tiny") / "tiny-bert", hidden_size=64, num_hidden_layers=3,
+                            intermediate_size=128)
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "pytorch_model.bin", "vocab.txt"]
     return folder
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Callable, NamedTuple
 import numpy as np
 import pytest
 
+from ..conftest import make_tiny_bert
 from ..corpus import sentences
 
 if TYPE_CHECKING:
@@ -65,21 +66,8 @@ def tiny6_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     intermediate size (48) and positions (128) differ from every other dimension, so the feed-forward matrices are
     the only initialisers of their shape.
     """
-    import torch
-    from tokenizers import BertWordPieceTokenizer
-    from transformers import BertConfig, BertModel
-
-    folder = tmp_path_factory.mktemp("tiny6") / "tiny6-bert"
-    folder.mkdir()
-    wordpiece = BertWordPieceTokenizer(lowercase=True)
-    wordpiece.train_from_iterator(sentences(240), vocab_size=400, min_frequency=1)
-    wordpiece.save_model(str(folder))
-    config = BertConfig(vocab_size=wordpiece.get_vocab_size(), hidden_size=32, num_hidden_layers=6,
-                        num_attention_heads=4, intermediate_size=48, max_position_embeddings=128)
-    torch.manual_seed(0)
-    config.save_pretrained(folder)
-    torch.save(BertModel(config).state_dict(), folder / "pytorch_model.bin")
-    return folder
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny6") / "tiny6-bert", hidden_size=32, num_hidden_layers=6,
+                          intermediate_size=48)
 
 
 @pytest.fixture(scope="session")
