@@ -57,9 +57,14 @@ class Deployment:
 
     backend: Backend = Backend.PYTHON
     runtime: Runtime = Runtime.ONNXRUNTIME  # Python backend; the openvino backend implies OPENVINO
-    instances: int = 1
+    # Two of each by default, though one core could feed one: with a queue bound (below) Triton 2.51's dynamic
+    # batcher cannot prefetch, and a request that arrives while a lone instance finishes its last batch can miss
+    # its wake-up and wait out the batcher's 500 ms timer (measured: 1 request in 20 to the encoder, 1 in 100
+    # through the ensemble, one client sending one sentence at a time). With two, one is always free for a lone
+    # client, and under load each new request wakes the batcher. The instances share the CPU's cores.
+    instances: int = 2
     # Tokenizer instances on the CPU: a GPU encoder outruns one.
-    tokenizer_instances: int = 1
+    tokenizer_instances: int = 2
     gpus: tuple[int, ...] = ()
     tensorrt_accelerator: bool = False  # ONNX Runtime only: let its TensorRT provider run the graph
     # Python backend only: rows of a batch run in length groups padded to at most this many

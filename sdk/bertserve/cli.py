@@ -18,6 +18,7 @@ import numpy as np
 
 from . import contract
 from .errors import BertserveError
+from .model_repository.deployment import Deployment
 
 _SERVER_EXTRA = "this command needs the server extra: pip install 'bertserve[server]' (missing: {})"
 
@@ -89,9 +90,10 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--performance-hint", choices=["latency", "throughput"],
                         help="openvino: one stream on all cores (latency), or a stream per core with each batch "
                              "split over them (throughput) (default: throughput)")
-    export.add_argument("--instances", type=int, default=1, help="encoder instances per GPU, or on the CPU (default: 1)")
-    export.add_argument("--tokenizer-instances", type=int, default=1,
-                        help="tokenizer instances on the CPU; give a GPU encoder several (default: 1)")
+    export.add_argument("--instances", type=int, default=Deployment.instances,
+                        help="encoder instances per GPU, or on the CPU, sharing its cores (default: %(default)s)")
+    export.add_argument("--tokenizer-instances", type=int, default=Deployment.tokenizer_instances,
+                        help="tokenizer instances on the CPU; give a GPU encoder several (default: %(default)s)")
     export.add_argument("--gpus", help="comma-separated GPU ids for the encoder instances (default: any GPU, else CPU)")
     export.add_argument("--tensorrt-accelerator", action="store_true",
                         help="onnxruntime backend: run the graph with ONNX Runtime's TensorRT provider")

@@ -12,6 +12,7 @@ bertserve_encoder_tokens_total{kind="real"|"computed"}.
 """
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -40,15 +41,25 @@ def length_groups(lengths, max_ratio):
     return groups
 
 
+def cpu_threads(config, params):
+    """Threads for one instance's forward pass on the CPU: as the `intra_op_threads` parameter says, else the
+    cores shared out among the model's instances, which run batches at the same time."""
+    threads = int(params.get("intra_op_threads", "0"))
+    if threads:
+        return threads
+    instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
+    return max(1, len(os.sched_getaffinity(0)) // instances)
+
+
 class _OnnxRuntime:
     """ONNX Runtime: the CPU, or the instance's GPU with onnxruntime-gpu."""
 
-    def __init__(self, version_dir, args, params):
+    def __init__(self, version_dir, args, config, params):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = int(params.get("intra_op_threads", "0"))
+        options.intra_op_num_threads = cpu_threads(config, params)
         providers = ["CPUExecutionProvider"]
         if args["model_instance_kind"] == "GPU":
             if "CUDAExecutionProvider" in ort.get_available_providers():
@@ -69,7 +80,7 @@ class _OpenVinoRuntime:
     """OpenVINO on the CPU. With the throughput hint each batch is split over the compiled model's streams
     (one per core, each with its own thread), which run at once; with the latency hint one stream uses every core."""
 
-    def __init__(self, version_dir, args, params):
+    def __init__(self, version_dir, args, config, params):
         import openvino as ov
 
         from bertserve.model_repository.backends.openvino import compile_encoder
@@ -80,7 +91,7 @@ class _OpenVinoRuntime:
             version_dir / "model.xml",
             params.get(contract.INFERENCE_PRECISION, "f32"),
             params.get(contract.PERFORMANCE_HINT, "throughput"),
-            int(params.get("intra_op_threads", "0")),
+            cpu_threads(config, params),
         )
         self.streams = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         self.queue = ov.AsyncInferQueue(compiled, self.streams)
@@ -107,7 +118,7 @@ class _OpenVinoRuntime:
 class _TorchRuntime:
     """PyTorch on TorchScript: the instance's GPU, else the CPU."""
 
-    def __init__(self, version_dir, args, params):
+    def __init__(self, version_dir, args, config, params):
         import torch
 
         self.torch = torch
@@ -117,8 +128,8 @@ class _TorchRuntime:
                 device = f"cuda:{args['model_instance_device_id']}"
             else:
                 pb_utils.Logger.log_warn("GPU instance but this PyTorch has no CUDA; running on CPU")
-        if params.get("intra_op_threads", "0") != "0":
-            torch.set_num_threads(int(params["intra_op_threads"]))
+        if device == "cpu":
+            torch.set_num_threads(cpu_threads(config, params))
         self.device = torch.device(device)
         self.module = torch.jit.load(str(version_dir / "model.pt"), map_location=self.device).eval()
 
@@ -142,7 +153,7 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         version_dir = Path(args["model_repository"]) / args["model_version"]
-        self.runtime = _RUNTIMES[params.get(contract.ENCODER_RUNTIME, "onnxruntime")](version_dir, args, params)
+        self.runtime = _RUNTIMES[params.get(contract.ENCODER_RUNTIME, "onnxruntime")](version_dir, args, config, params)
         self.token_level = len(config["output"][0]["dims"]) == 2
         self.dim = config["output"][0]["dims"][-1]
         self.max_ratio = float(params.get("max_padding_ratio", DEFAULT_MAX_PADDING_RATIO))
