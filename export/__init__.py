@@ -17,14 +17,14 @@ for _needed in ("torch", "tokenizers"):
 
 from bertserve.model_repository.deployment import Backend, Deployment, PerformanceHint, Runtime  # noqa: E402
 
-from .config import ExportConfig, Precision  # noqa: E402
+from .config import ExportConfig, Precision, default_encoder  # noqa: E402
 from .options import Pooling  # noqa: E402
 
 if TYPE_CHECKING:
     from .exporter import export_model
 
 __all__ = [
-    "Backend", "Deployment", "ExportConfig", "PerformanceHint", "Pooling", "Precision", "Runtime", "export_model",
+    "Backend", "Deployment", "ExportConfig", "PerformanceHint", "Pooling", "Precision", "Runtime", "default_encoder", "export_model",
 ]
 
 

@@ -46,6 +46,29 @@ class Precision(str, Enum):
     INT8 = "int8"
 
 
+# CPU flags of hardware bf16 (AMX, AVX512-BF16): there OpenVINO's bf16 runs at about 3x fp32.
+BF16_UNITS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_flags() -> frozenset[str]:
+    """This machine's CPU feature flags (Linux), empty where /proc/cpuinfo cannot tell."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return frozenset()
+    return frozenset(next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), ()))
+
+
+def default_encoder(flags: Optional[frozenset[str]] = None) -> tuple[Runtime, Precision]:
+    """The encoder an export gets when it names neither runtime nor precision: the fastest measured on this CPU.
+
+    OpenVINO with precision auto where the CPU has bf16 units; ONNX Runtime fp32 elsewhere, where OpenVINO
+    measured slower at batch 1 and under 16 clients (perf/NOTES.md, "The CPU default").
+    """
+    flags = cpu_flags() if flags is None else flags
+    return (Runtime.OPENVINO, Precision.AUTO) if flags & set(BF16_UNITS) else (Runtime.ONNXRUNTIME, Precision.FP32)
+
+
 @dataclass(frozen=True)
 class ExportConfig:
     """What to export and how. `None` means: take it from the model folder (see module docstring)."""

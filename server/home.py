@@ -39,15 +39,16 @@ def default_repository(home: Optional[Path] = None) -> Path:
     if stamp.is_file() and json.loads(stamp.read_text()).get("format_version") == FORMAT_VERSION:
         return repository
     try:
-        from bertserve.export import ExportConfig, export_model
+        from bertserve.export import Deployment, ExportConfig, default_encoder, export_model
     except ImportError as exc:
         raise ExportError(
             f"exporting the default model needs the server extra: pip install 'bertserve[server]' (missing: {exc.name})"
         ) from None
     _log.info("exporting the default model %s to %s (first use)", DEFAULT_MODEL_NAME, repository)
-    export_model(
-        ExportConfig(model_dir=default_model_dir(), repository=repository, name=DEFAULT_MODEL_NAME, overwrite=True)
-    )
+    runtime, precision = default_encoder()
+    _log.info("encoder: %s, precision %s, the fastest measured on this CPU", runtime.value, precision.value)
+    export_model(ExportConfig(model_dir=default_model_dir(), repository=repository, name=DEFAULT_MODEL_NAME,
+                              precision=precision, deployment=Deployment(runtime=runtime), overwrite=True))
     return repository
 
 

@@ -25,6 +25,7 @@ from bert_serving.client import BertClient
 
 from bertserve import Encoder
 from bertserve.cli import main
+from bertserve.export import default_encoder
 from bertserve.model_repository.config import parse
 from bertserve.server import free_ports
 
@@ -151,6 +152,8 @@ def test_export_refuses_an_existing_model_then_overwrite_replaces_it(tiny_bert_d
     assert code == 0, err
     info = json.loads(out)  # the command prints what it wrote, as bertserve.json records it
     assert (info["dim"], info["pooling"], info["layers"], info["max_seq_len"]) == (128, "max", [-2, -1], 64)
+    # Neither --runtime nor --precision: the encoder this CPU runs fastest.
+    assert (info["runtime"], info["precision"]) == tuple(choice.value for choice in default_encoder())
     assert json.loads((repo / "plain" / "bertserve.json").read_text()) == info
     tokenizer_config = parse((repo / "plain_tokenizer" / "config.pbtxt").read_text())
     assert tokenizer_config.parameters["max_seq_len"].string_value == "64"
@@ -163,6 +166,16 @@ def test_status_command_prints_the_models(server, capsys):
     code, out, err = _main(capsys, "status", "--url", server.grpc_url)
     assert code == 0, err
     assert "Triton 2.51.0" in out and f"{DEFAULT_NAME}_encoder" in out
+
+
+def test_a_plain_export_on_a_cpu_with_bf16_units_runs_openvino_auto(tiny_bert_dir, tmp_path, capsys, monkeypatch):
+    import bertserve.export.config
+
+    monkeypatch.setattr(bertserve.export.config, "cpu_flags", lambda: frozenset({"avx2", "amx_bf16"}))
+    code, out, err = _main(capsys, "export", str(tiny_bert_dir), "--repository", str(tmp_path / "repo"),
+                           "--max-seq-len", "32")
+    assert code == 0, err
+    assert (json.loads(out)["runtime"], json.loads(out)["precision"]) == ("openvino", "auto")
 
 
 def test_export_with_the_torch_runtime_and_tokenizer_instances(tiny_bert_dir, tmp_path, capsys):

@@ -73,11 +73,11 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--lowercase", action=argparse.BooleanOptionalAction,
                         help="override the tokenizer's casing: --lowercase as uncased BERT, --no-lowercase keeps case "
                              "(default: the model's own)")
-    export.add_argument("--precision", choices=["fp32", "fp16", "bf16", "auto", "int8"], default="fp32",
+    export.add_argument("--precision", choices=["fp32", "fp16", "bf16", "auto", "int8"],
                         help="encoder precision: fp16 for GPUs; for CPUs with --runtime openvino bf16 (AMX, "
                              "AVX512-BF16), auto (bf16 where the serving CPU has bf16 units, else fp32) or int8 "
                              "(static, calibrated), int8 with onnxruntime (dynamic); pooling stays fp32 "
-                             "(default: %(default)s)")
+                             "(default: fp32, or auto with the CPU default runtime below)")
     export.add_argument("--format", choices=["onnx", "tensorrt"], default="onnx",
                         help="onnx, or a TensorRT engine for the tensorrt backend (needs tensorrt and a GPU)")
     export.add_argument("--backend", choices=["python", "onnxruntime", "openvino"],
@@ -86,7 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--runtime", choices=["onnxruntime", "openvino", "torch"],
                         help="what runs the encoder in the python backend: onnxruntime (model.onnx), openvino "
                              "(OpenVINO IR on the CPU: bf16 and static int8), or torch (TorchScript on PyTorch, for "
-                             "CUDA GPUs with --precision fp16) (default: onnxruntime)")
+                             "CUDA GPUs with --precision fp16) (default, for the python backend with neither "
+                             "--runtime, --precision nor --gpus: openvino with precision auto on CPUs with bf16 units "
+                             "(AMX, AVX512-BF16), else onnxruntime)")
     export.add_argument("--performance-hint", choices=["latency", "throughput"],
                         help="openvino: one stream on all cores (latency), or a stream per core with each batch "
                              "split over them (throughput) (default: throughput)")
@@ -230,7 +232,14 @@ def _export(args: argparse.Namespace) -> int:
     if args.format == "tensorrt" and args.backend:
         raise BertserveError("--format tensorrt is served by the tensorrt backend; drop --backend")
     backend = export.Backend.TENSORRT if args.format == "tensorrt" else export.Backend(args.backend or "python")
-    runtime = args.runtime or ("openvino" if backend is export.Backend.OPENVINO else "onnxruntime")
+    precision = args.precision or "fp32"
+    if backend is export.Backend.PYTHON and not (args.runtime or args.precision or args.gpus):
+        chosen, auto_precision = export.default_encoder()
+        runtime, precision = chosen.value, auto_precision.value
+        logging.getLogger("bertserve").info("encoder: %s, precision %s, the fastest measured on this CPU "
+                                            "(--runtime and --precision choose another)", runtime, precision)
+    else:
+        runtime = args.runtime or ("openvino" if backend is export.Backend.OPENVINO else "onnxruntime")
     if runtime == "torch" and backend is not export.Backend.PYTHON:
         raise BertserveError("--runtime torch runs in the python backend; drop --backend and --format")
     if backend is export.Backend.OPENVINO and runtime != "openvino":
@@ -261,7 +270,7 @@ def _export(args: argparse.Namespace) -> int:
         max_batch_size=args.max_batch_size,
         mask_cls_sep=args.mask_cls_sep,
         lowercase=args.lowercase,
-        precision=export.Precision(args.precision),
+        precision=export.Precision(precision),
         deployment=deployment,
         overwrite=args.overwrite,
     )

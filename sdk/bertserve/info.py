@@ -19,7 +19,8 @@ from .errors import ModelNotFoundError
 _PREFIX = "bertserve."
 # 2: token_count may be contract.NOT_COUNTED; queue bounds; 4xx errors. 3: the model config names the source folder
 # by its base name only (a change of version re-exports the default model, whose older config shows the path).
-FORMAT_VERSION = 3
+# 4: two instances of each model; the tokenizer builds token strings only when a request asks for them.
+FORMAT_VERSION = 4
 
 
 @dataclass(frozen=True)
