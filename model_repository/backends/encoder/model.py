@@ -178,24 +178,23 @@ class TritonPythonModel:
             {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in INPUTS}
             for request in requests
         ]
-        rows = [(r, i) for r, arrays in enumerate(per_request) for i in range(arrays["input_ids"].shape[0])]
-        lengths = [int(n) for arrays in per_request for n in arrays["attention_mask"].sum(axis=1)]
-        outputs = [None] * len(rows)
-        groups, batches = length_groups(lengths, self.max_ratio), []
+        # Every request's rows in one block per input, padded to the widest request: each group is then one
+        # gather, not a copy per row.
+        width = max(arrays["input_ids"].shape[1] for arrays in per_request)
+        block = {name: np.concatenate([np.pad(arrays[name], ((0, 0), (0, width - arrays[name].shape[1])))
+                                       for arrays in per_request]) for name in INPUTS}
+        lengths = block["attention_mask"].sum(axis=1)
+        groups = length_groups(lengths.tolist(), self.max_ratio)
+        batches = []
         for group in groups:
-            width = max(lengths[g] for g in group)
-            feeds = {name: np.zeros((len(group), width), np.int64) for name in INPUTS}
-            for slot, g in enumerate(group):
-                r, i = rows[g]
-                for name in INPUTS:
-                    feeds[name][slot, : lengths[g]] = per_request[r][name][i, : lengths[g]]
-            batches.append(feeds)
+            rows = np.asarray(group)
+            batches.append({name: block[name][rows, : lengths[rows].max()] for name in INPUTS})
+        outputs = [None] * len(lengths)
         for group, result in zip(groups, self.runtime.run(batches)):
             for slot, g in enumerate(group):
                 outputs[g] = result[slot]
-        computed = sum(feeds["input_ids"].size for feeds in batches)
-        self.real_tokens.increment(sum(lengths))
-        self.computed_tokens.increment(computed)
+        self.real_tokens.increment(int(lengths.sum()))
+        self.computed_tokens.increment(sum(feeds["input_ids"].size for feeds in batches))
 
         responses, start = [], 0
         for arrays in per_request:
