@@ -25,7 +25,8 @@ from .deployment import Backend, Deployment, Runtime
 
 _BACKENDS = Path(__file__).parent / "backends"
 TOKEN_TENSORS = ("input_ids", "attention_mask", "token_type_ids")
-# What clients may send: the text, and optionally a second segment and a pre-tokenized flag per item.
+# What clients may send: the text, and optionally a second segment, a pre-tokenized flag and a flag asking for the
+# tokens (show_tokens) per item. The ensemble passes each of them on to the tokenizer.
 TEXT_INPUTS = (
     TensorSpec("text", "TYPE_STRING", (1,)),
     TensorSpec("text_pair", "TYPE_STRING", (1,), optional=True),
@@ -42,8 +43,11 @@ class SpecialTokens:
     cls: str = "[CLS]"
     sep: str = "[SEP]"
     unk: str = "[UNK]"
-# Short enough to be invisible next to a forward pass, long enough to merge concurrent requests.
-ENCODER_QUEUE_DELAY_US = 2000
+# How long a native encoder's batcher holds a request for others of its shape: short next to a forward pass,
+# long enough to merge concurrent requests. The Python-backend encoder waits for none (0): it merges any shapes,
+# and requests that arrive while its instances are busy merge anyway; the delay only added its 2 ms to a lone
+# request (measured: p50 9.2-10.0 ms without it, 11.3-11.8 ms with it; 16 clients no slower).
+NATIVE_ENCODER_QUEUE_DELAY_US = 2000
 
 
 def component_names(name: str) -> tuple[str, str]:
@@ -91,7 +95,7 @@ def model_configs(
         instance_group=InstanceGroup(deployment.instances, deployment.instance_kind, deployment.gpus,
                                      tensorrt_profiles(info.max_seq_len) if tensorrt else ()),
         dynamic_batching=DynamicBatching(
-            ENCODER_QUEUE_DELAY_US,
+            0 if python else NATIVE_ENCODER_QUEUE_DELAY_US,
             # A TensorRT engine is tuned for its profiles' batch sizes; elsewhere preferred sizes only add delay.
             tensorrt_batch_sizes(info.max_batch_size) if tensorrt else (),
             **queue_bounds,

@@ -10,7 +10,7 @@ from tritonclient.grpc import model_config_pb2 as pb
 from bertserve.info import ModelInfo
 from bertserve.model_repository.config import parse
 from bertserve.model_repository.deployment import Backend, Deployment, PerformanceHint, Runtime
-from bertserve.model_repository.repository import ENCODER_QUEUE_DELAY_US, model_configs
+from bertserve.model_repository.repository import NATIVE_ENCODER_QUEUE_DELAY_US, model_configs
 
 
 def _info(pooling: str = "mean", precision: str = "fp32") -> ModelInfo:
@@ -59,7 +59,7 @@ def test_configs_say_what_triton_needs(pooling, deployment):
     assert (encoder.backend, encoder.platform) == {
         Backend.PYTHON: ("python", ""), Backend.ONNXRUNTIME: ("", "onnxruntime_onnx"),
         Backend.TENSORRT: ("", "tensorrt_plan"), Backend.OPENVINO: ("openvino", "")}[deployment.backend]
-    assert encoder.dynamic_batching.max_queue_delay_microseconds == ENCODER_QUEUE_DELAY_US
+    assert encoder.dynamic_batching.max_queue_delay_microseconds == (0 if python else NATIVE_ENCODER_QUEUE_DELAY_US)
     assert [(t.name, t.data_type, list(t.dims), t.allow_ragged_batch) for t in encoder.input] == [
         (name, pb.TYPE_INT64, [-1], python) for name in ("input_ids", "attention_mask", "token_type_ids")]
     assert [(o.name, list(o.dims)) for o in encoder.output] == [("embedding", [-1, 768] if pooling == "none" else [768])]
