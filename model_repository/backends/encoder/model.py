@@ -41,12 +41,9 @@ def length_groups(lengths, max_ratio):
     return groups
 
 
-def cpu_threads(config, params):
-    """Threads for one instance's forward pass on the CPU: as the `intra_op_threads` parameter says, else the
-    cores shared out among the model's instances, which run batches at the same time."""
-    threads = int(params.get("intra_op_threads", "0"))
-    if threads:
-        return threads
+def cpu_threads(config):
+    """Threads for one instance's forward pass on the CPU: the cores shared out among the model's instances,
+    which run batches at the same time (each on all cores, they would fight over them)."""
     instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
     return max(1, len(os.sched_getaffinity(0)) // instances)
 
@@ -59,7 +56,7 @@ class _OnnxRuntime:
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = cpu_threads(config, params)
+        options.intra_op_num_threads = cpu_threads(config)
         providers = ["CPUExecutionProvider"]
         if args["model_instance_kind"] == "GPU":
             if "CUDAExecutionProvider" in ort.get_available_providers():
@@ -91,7 +88,7 @@ class _OpenVinoRuntime:
             version_dir / "model.xml",
             params.get(contract.INFERENCE_PRECISION, "f32"),
             params.get(contract.PERFORMANCE_HINT, "throughput"),
-            cpu_threads(config, params),
+            cpu_threads(config),
         )
         self.streams = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         self.queue = ov.AsyncInferQueue(compiled, self.streams)
@@ -129,7 +126,7 @@ class _TorchRuntime:
             else:
                 pb_utils.Logger.log_warn("GPU instance but this PyTorch has no CUDA; running on CPU")
         if device == "cpu":
-            torch.set_num_threads(cpu_threads(config, params))
+            torch.set_num_threads(cpu_threads(config))
         self.device = torch.device(device)
         self.module = torch.jit.load(str(version_dir / "model.pt"), map_location=self.device).eval()
 
