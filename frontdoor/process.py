@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from bertserve.errors import ServerStartError
-from bertserve.server.process import _die_with_parent, _port_free
+from bertserve.server._child import client_host, die_with_parent, port_free
 
 from .config import FrontDoorConfig
 
@@ -31,7 +31,7 @@ class FrontDoor:
 
     @property
     def _client_host(self) -> str:
-        return "localhost" if self.config.host in ("0.0.0.0", "::") else self.config.host
+        return client_host(self.config.host)
 
     @property
     def openai_url(self) -> Optional[str]:
@@ -43,7 +43,7 @@ class FrontDoor:
         return [port for port in (self.config.openai_port, *bert) if port]
 
     def start(self) -> None:
-        taken = [port for port in self._ports() if not _port_free(self.config.host, port)]
+        taken = [port for port in self._ports() if not port_free(self.config.host, port)]
         if taken:
             raise ServerStartError(f"front-door port {taken[0]} is already in use; stop what uses it or pick "
                                    "another (--openai-port, --bert-as-service-port)")
@@ -59,7 +59,7 @@ class FrontDoor:
             environment["BERTSERVE_API_KEY"] = self.config.api_key
         with open(self._log, "wb") as log:
             self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment,
-                                             preexec_fn=_die_with_parent)
+                                             preexec_fn=die_with_parent)
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while not all(self._answers(port) for port in self._ports()):
             if self._process.poll() is not None or time.monotonic() > deadline:

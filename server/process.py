@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import importlib.util
 import logging
 import os
@@ -10,7 +9,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,8 +22,9 @@ from typing import Any, Optional
 from bertserve import contract
 from bertserve.errors import ServerStartError
 
+from ._child import client_host, die_with_parent, port_free
 from .config import ServerConfig
-from .supervisor import Supervisor
+from .supervisor import Supervisor, WatchedServer
 
 _log = logging.getLogger("bertserve.server")
 # glog error lines ("E1124 21:03:46.378245 ...") and the final "error: ..." line.
@@ -74,22 +73,6 @@ def _find_triton(binary: Optional[Path]) -> _TritonInstall:
     return install
 
 
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM when the parent dies, so a crashed client never leaves an orphan server."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("" if host == "0.0.0.0" else host, port))
-        except OSError:
-            return False
-    return True
-
-
 def _redacted(text: str, *secrets_: Optional[str]) -> str:
     for secret in secrets_:
         if secret:
@@ -129,7 +112,7 @@ class TritonServer:
 
     @property
     def _client_host(self) -> str:
-        return "localhost" if self.config.host in ("0.0.0.0", "::") else self.config.host
+        return client_host(self.config.host)
 
     @property
     def http_url(self) -> str:
@@ -152,7 +135,7 @@ class TritonServer:
                 raise ServerStartError(f"model repository {self.config.repository} does not exist; export a model first")
             if self.config.tritonserver is None:  # an installed server (NGC) has the native backends too
                 _refuse_missing_backends(Path(self.config.repository))
-        busy = {name: port for name, port in self.config.ports.items() if not _port_free(self.config.host, port)}
+        busy = {name: port for name, port in self.config.ports.items() if not port_free(self.config.host, port)}
         if busy:
             name, port = next(iter(busy.items()))
             raise ServerStartError(f"{name} port {port} is already in use; stop what uses it or pass --{name}-port")
@@ -173,18 +156,24 @@ class TritonServer:
                 env=self._environment(install),
                 # A group of its own: a crashed tritonserver can leave backend processes behind; stop() ends them.
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         try:
             self._wait_ready()
             if self.config.remote:
                 self._refuse_empty_remote()
             if self.config.heal:
-                self._supervisor = Supervisor(self)
+                self._supervisor = Supervisor(self.watched())
                 self._supervisor.start()
         except BaseException:
             self.stop()
             raise
+
+    def watched(self) -> WatchedServer:
+        """What a `Supervisor` needs to watch this running server."""
+        return WatchedServer(self.pid, self.is_alive, self.grpc_url, self.http_url, self.admin_key,
+                             self.config.api_key, str(self.config.repository), self.config.remote,
+                             self.config.probe_interval)
 
     def _refuse_empty_remote(self) -> None:
         """Triton turns ready on an object-storage prefix that holds no model; a folder is checked before start."""

@@ -21,14 +21,12 @@ import os
 import re
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Callable, Optional
 
 from bertserve import contract
 from bertserve.errors import BertserveError, ModelUnavailableError
-
-if TYPE_CHECKING:
-    from .process import TritonServer
 
 _log = logging.getLogger("bertserve.server")
 _STUB = "triton_python_backend_stub"
@@ -41,6 +39,21 @@ _PROBE_EVERY = 10
 PROCESS_TABLE, PROBE = "process table", "probe"  # how a death was found, the keys of `Supervisor.detected`
 
 
+@dataclass(frozen=True)
+class WatchedServer:
+    """What the supervisor needs of the tritonserver it watches (`TritonServer.watched()`)."""
+
+    pid: int
+    is_alive: Callable[[], bool]
+    grpc_url: str
+    http_url: str
+    admin_key: str
+    api_key: Optional[str]
+    repository: str  # a folder, or an object-storage URL when `remote`
+    remote: bool
+    probe_interval: float
+
+
 class Supervisor:
     """A thread that probes every `probe_interval` seconds and reloads a model whose backend process died.
 
@@ -48,7 +61,7 @@ class Supervisor:
     `checks` the rounds of checking completed, so that an observer can tell that rounds passed.
     """
 
-    def __init__(self, server: TritonServer) -> None:
+    def __init__(self, server: WatchedServer) -> None:
         self._server = server
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bertserve-supervisor", daemon=True)
@@ -69,7 +82,7 @@ class Supervisor:
 
     def _run(self) -> None:
         rounds = 0
-        while not self._stop.wait(self._server.config.probe_interval):
+        while not self._stop.wait(self._server.probe_interval):
             if not self._server.is_alive():
                 break
             rounds += 1
@@ -98,12 +111,12 @@ class Supervisor:
                 self._stubs = backend_processes(self._server.pid)
 
     def _ensembles(self) -> list[str]:
-        if not self._server.config.remote:
-            return sorted(path.parent.name for path in Path(self._server.config.repository).glob("*/bertserve.json"))
+        if not self._server.remote:
+            return sorted(path.parent.name for path in Path(self._server.repository).glob("*/bertserve.json"))
         # Object storage has no folder to read: the bertserve models the server has ready.
         from bertserve import Encoder
 
-        with Encoder(self._server.grpc_url, api_key=self._server.config.api_key, timeout=10, retries=0) as encoder:
+        with Encoder(self._server.grpc_url, api_key=self._server.api_key, timeout=10, retries=0) as encoder:
             return encoder.models()
 
     @property
@@ -121,7 +134,7 @@ class Supervisor:
         from bertserve import Encoder
 
         if ensemble not in self._probes:
-            self._probes[ensemble] = Encoder(self._server.grpc_url, model=ensemble, api_key=self._server.config.api_key,
+            self._probes[ensemble] = Encoder(self._server.grpc_url, model=ensemble, api_key=self._server.api_key,
                                              timeout=10, retries=0)
         try:
             self._probes[ensemble].encode([_PROBE_TEXT])  # retries=0: a dead backend answers at once
@@ -153,9 +166,9 @@ class Supervisor:
     def _touch_versions(self, model: str) -> bool:
         """Mark `model`'s version folders changed, so that a load reloads it in the background; False where the
         repository is not a folder this process may touch."""
-        if self._server.config.remote:
+        if self._server.remote:
             return False
-        folder = Path(self._server.config.repository) / model
+        folder = Path(self._server.repository) / model
         try:
             versions = [path for path in folder.iterdir() if path.name.isdigit() and path.is_dir()]
             for version in versions:

@@ -101,8 +101,8 @@ def test_the_server_serves_the_repository_straight_from_s3_and_heals_from_it(s3,
 
         # A dead backend process is reloaded from S3 (no folder to touch there: unloaded, then loaded again).
         supervisor = triton._supervisor
-        (pid,) = [pid for pid, model in backend_processes(triton.pid).items() if model == tokenizer]
-        os.kill(pid, signal.SIGKILL)
+        for pid in [pid for pid, model in backend_processes(triton.pid).items() if model == tokenizer]:
+            os.kill(pid, signal.SIGKILL)
         settled(lambda: supervisor.reloads, lambda reloads: reloads >= 1, timeout=60)
         healed = settled(lambda: _encode_or_none(encoder), lambda got: got is not None, timeout=60)
         # Two rounds of probes more, which list the models through Triton (the remote branch): no second reload.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import signal
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,9 +77,19 @@ def still_serves(server: TritonServer) -> None:
         assert enc.encode(["still serving"]).shape == (1, 384)
 
 
-def backend_pid(server: TritonServer, model: str) -> int:
-    (pid,) = [pid for pid, name in backend_processes(server.pid).items() if name == model]
-    return pid
+def backend_pids(server: TritonServer, model: str) -> list[int]:
+    """The processes running `model`, one per instance (two by default)."""
+    pids = sorted(pid for pid, name in backend_processes(server.pid).items() if name == model)
+    assert pids, f"no backend process runs {model}"
+    return pids
+
+
+def kill_backend(server: TritonServer, model: str) -> list[int]:
+    """SIGKILL every process of `model`, as an out-of-memory kill would: no instance is left to serve it."""
+    pids = backend_pids(server, model)
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    return pids
 
 
 def rss_mb(pid: int) -> float:

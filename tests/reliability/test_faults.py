@@ -17,7 +17,7 @@ from bertserve.server.supervisor import backend_processes
 
 from ..conftest import DEFAULT_NAME, copy_model, lines_until, server_config, settled
 from ..server.test_process import alive, port_free
-from .conftest import backend_pid
+from .conftest import kill_backend
 
 pytestmark = pytest.mark.reliability
 BERTSERVE = [sys.executable, "-m", "bertserve.cli"]
@@ -30,9 +30,8 @@ def test_health_command_proves_serving(throwaway_server):
 
     ok = health()
     assert ok.returncode == 0 and f"{DEFAULT_NAME} serves" in ok.stdout, ok.stderr
-    stub = backend_pid(throwaway_server, f"{DEFAULT_NAME}_tokenizer")
-    os.kill(stub, signal.SIGKILL)  # no supervisor here
-    assert settled(lambda: stub in backend_processes(throwaway_server.pid), lambda running: not running) is False
+    stubs = kill_backend(throwaway_server, f"{DEFAULT_NAME}_tokenizer")  # no supervisor here
+    assert not settled(lambda: set(stubs) & backend_processes(throwaway_server.pid).keys(), lambda left: not left)
     broken = health()
     assert broken.returncode == 1 and "is not healthy" in broken.stderr, broken.stdout + broken.stderr
     assert throwaway_server.is_ready(), "Triton's own readiness does not notice, which is why `health` exists"

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import signal
 import threading
 import time
 import urllib.error
@@ -30,7 +28,7 @@ from bertserve.server import TritonServer, free_ports
 from bertserve.server.supervisor import _PROBE_EVERY, _UNHEALTHY, PROBE, PROCESS_TABLE, Supervisor, backend_processes
 
 from ..conftest import DEFAULT_NAME, server_config, settled
-from .conftest import API_KEY, KEYED, backend_pid, still_serves
+from .conftest import API_KEY, KEYED, kill_backend, still_serves
 
 pytestmark = pytest.mark.reliability
 PROBE_INTERVAL = 0.1
@@ -68,7 +66,7 @@ class _Healing:
 
     def supervise(self) -> Supervisor:
         if self.supervisor is None:
-            self.supervisor = Supervisor(self.server)
+            self.supervisor = Supervisor(self.server.watched())
             self.supervisor.start()
         return self.supervisor
 
@@ -178,7 +176,7 @@ def test_a_dead_backend_is_unavailable_to_callers_and_found_by_the_probe(healing
     server, model = healing.server, f"{DEFAULT_NAME}_tokenizer"
     with Encoder(server.grpc_url, model=DEFAULT_NAME, api_key=API_KEY, timeout=10, retries=0) as once:
         once.info()
-        os.kill(backend_pid(server, model), signal.SIGKILL)
+        kill_backend(server, model)
         with pytest.raises(BertserveError) as raised:
             once.encode(["through a dead backend"])
     error = raised.value
@@ -248,7 +246,7 @@ def _kill_under_load(healing: _Healing, model: str) -> Optional[tuple[_Load, flo
         flowing = settled(lambda: load.served_since(0), all, timeout=60)
         assert all(flowing), "the load never got going"
         killed = time.monotonic()
-        os.kill(backend_pid(server, model), signal.SIGKILL)
+        kill_backend(server, model)
         settled(lambda: supervisor.reloads > reloads or not server.is_alive(), bool, timeout=HEAL_BOUND)
         healed = time.monotonic()
         served = settled(lambda: load.served_since(healed), lambda got: all(got) or not server.is_alive(),
