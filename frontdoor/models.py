@@ -1,4 +1,5 @@
-"""The served models as the front doors see them: one thread-safe SDK `Encoder` each, and real readiness."""
+"""The served models as the front doors see them: one thread-safe SDK `Encoder` each, real readiness, and
+small concurrent requests for a model gathered into shared Triton calls (`Models.encode`)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,15 @@ import asyncio
 import logging
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Optional, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Optional, TypeVar
+
+import numpy as np
 
 from bertserve import Encoder
+from bertserve.client import Encoded
 from bertserve.errors import (
     AuthenticationError,
     BertserveError,
@@ -18,14 +24,22 @@ from bertserve.errors import (
     ModelUnavailableError,
     RequestTimeoutError,
     ServerBusyError,
+    ServerError,
     ServerUnavailableError,
 )
+from bertserve.info import ModelInfo
 
 from .config import FrontDoorConfig
 
 T = TypeVar("T")
 _NAMES_TTL = 5.0  # seconds a model list is reused
 _READY_TTL = 2.0  # seconds a readiness answer is reused (probes may come often)
+# Triton calls per model at once from `Models.encode`: two, so that Triton (two instances per Python model) is
+# never idle while the door answers the last call and the requests that came meanwhile wait for the next.
+_IN_FLIGHT = 2
+_MERGED_CHARS = 1 << 18  # text one shared call carries at most: far under the tokenizer's byte limit per request
+# What one bad item makes of a shared call: each request is then sent alone, to get its own answer.
+_ITEM_FAILURES = (InvalidInputError, ServerError)
 _log = logging.getLogger("bertserve.frontdoor")
 
 # What the doors tell their clients when the failure is not theirs to fix by changing the input.
@@ -75,12 +89,34 @@ class Models:
         self._lock = threading.Lock()
         self._names: tuple[float, list[str]] = (0.0, [])
         self._ready: tuple[float, Optional[str]] = (0.0, None)
+        self._infos: dict[str, ModelInfo] = {}
+        self._coalescers: dict[str, _Coalescer] = {}
         # Blocking gRPC calls run here, never on the event loop.
         self._pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="frontdoor")
 
     async def call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, lambda: function(*args, **kwargs))
+
+    async def info(self, name: str) -> ModelInfo:
+        """What model `name` serves (ModelNotFoundError if it is not served): asked of Triton in a worker thread
+        once, then known without leaving the event loop (the SDK's Encoder keeps it as long)."""
+        info = self._infos.get(name)
+        if info is None:
+            # A lookup makes a few SDK calls, each bounded by the timeout; this bound only keeps a hang out.
+            info = await _within(4 * self.config.timeout, self.call(lambda: self.encoder(name).info()))
+            self._infos[name] = info
+        return info
+
+    async def encode(self, name: str, texts: list[str]) -> Encoded:
+        """`texts` encoded by model `name`, in order, with their own token counts. Requests of up to the model's
+        max_batch_size items that arrive while its Triton calls are in flight share the next call."""
+        coalescer = self._coalescers.get(name)
+        if coalescer is None:
+            info = await self.info(name)
+            coalescer = self._coalescers.setdefault(
+                name, _Coalescer(self.encoder(name), info, self.call, self.config.timeout))
+        return await coalescer.encode(texts)
 
     def encoder(self, name: Optional[str] = None) -> Encoder:
         """The encoder of model `name` (default: the bert-as-service model, else the one served)."""
@@ -135,3 +171,125 @@ class Models:
         for encoder in (*self._encoders.values(), *self._probes.values()):
             encoder.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass(eq=False)
+class _Waiting:
+    """One HTTP request's texts, waiting for a Triton call, and where its answer goes."""
+
+    texts: list[str]
+    answer: asyncio.Future
+    chars: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.chars = sum(len(text) for text in self.texts)
+
+
+class _Coalescer:
+    """One model's small requests: sent at once while fewer than `_IN_FLIGHT` Triton calls are in flight, else
+    queued; each call that ends sends the queue's head as one Triton request of up to max_batch_size items and
+    hands each request its own slice. Triton's per-request cost (gRPC, the ensemble, each Python backend's round
+    trip) is then paid once per call rather than once per HTTP request."""
+
+    def __init__(self, encoder: Encoder, info: ModelInfo, call: Callable[..., Awaitable[Encoded]],
+                 timeout: float) -> None:
+        self._encoder, self._info, self._call = encoder, info, call
+        self._capacity = info.max_batch_size
+        self._waiting: deque[_Waiting] = deque()
+        self._in_flight = 0
+        self._tasks: set[asyncio.Task] = set()  # the loop keeps only weak references to tasks
+        # The SDK retries a busy server until `timeout` passes, and its last try may run a full `timeout` more.
+        self._call_bound = 2 * timeout
+        # One call ahead in the queue, then its own (or its resend alone): past that something hangs.
+        self._patience = 3 * self._call_bound
+
+    async def encode(self, texts: list[str]) -> Encoded:
+        """`texts` encoded, alone or in a call shared with the requests waiting beside them."""
+        if len(texts) > self._capacity:  # several Triton requests anyway: the SDK splits it and sends them together
+            calls = -(-len(texts) // self._capacity)
+            rounds = -(-calls // self._encoder.concurrency)
+            return await self._encoded(texts, rounds * self._call_bound)
+        waiting = _Waiting(texts, asyncio.get_running_loop().create_future())
+        self._waiting.append(waiting)
+        self._dispatch()
+        # On timeout `wait_for` cancels the future, and a request not yet sent is left out of every call.
+        return await _within(self._patience, waiting.answer)
+
+    def _dispatch(self) -> None:
+        while self._in_flight < _IN_FLIGHT:
+            group = self._next_group()
+            if not group:
+                return
+            self._in_flight += 1
+            task = asyncio.create_task(self._send(group))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _next_group(self) -> list[_Waiting]:
+        """The requests at the head of the queue, in arrival order, that fit one call."""
+        group: list[_Waiting] = []
+        items = chars = 0
+        while self._waiting:
+            head = self._waiting[0]
+            if head.answer.done():  # its client gave up waiting
+                self._waiting.popleft()
+                continue
+            if group and (items + len(head.texts) > self._capacity or chars + head.chars > _MERGED_CHARS):
+                break
+            group.append(self._waiting.popleft())
+            items, chars = items + len(head.texts), chars + head.chars
+        return group
+
+    async def _send(self, group: list[_Waiting]) -> None:
+        try:
+            encoded = await self._encoded([text for waiting in group for text in waiting.texts], self._call_bound)
+        except Exception as exc:
+            if len(group) > 1 and type(exc) in _ITEM_FAILURES:
+                # An item of one request failed the shared call: each request alone gets what it would have got.
+                await asyncio.gather(*(self._alone(waiting) for waiting in group))
+            else:  # the server's state, not an item's: the same answer for all
+                for waiting in group:
+                    _settle(waiting.answer, error=exc)
+        else:
+            start = 0
+            for waiting in group:
+                stop = start + len(waiting.texts)
+                _settle(waiting.answer, _part(encoded, self._info, start, stop))
+                start = stop
+        finally:
+            self._in_flight -= 1
+            self._dispatch()
+
+    async def _alone(self, waiting: _Waiting) -> None:
+        try:
+            _settle(waiting.answer, await self._encoded(waiting.texts, self._call_bound))
+        except Exception as exc:
+            _settle(waiting.answer, error=exc)
+
+    async def _encoded(self, texts: list[str], bound: float) -> Encoded:
+        return await _within(bound, self._call(self._encoder.encode_detailed, texts))
+
+
+async def _within(seconds: float, awaitable: Awaitable[T]) -> T:
+    """`awaitable`'s result, or RequestTimeoutError (a 503, retry later) after `seconds`: no await hangs."""
+    try:
+        return await asyncio.wait_for(awaitable, seconds)
+    except asyncio.TimeoutError:
+        raise RequestTimeoutError(f"no answer from the embedding server within {seconds:.0f} s; retry later") from None
+
+
+def _settle(answer: asyncio.Future, result: Optional[Encoded] = None, error: Optional[Exception] = None) -> None:
+    """Answer a waiting request, unless its client stopped waiting."""
+    if answer.done():
+        return
+    if error is not None:
+        answer.set_exception(error)
+    else:
+        answer.set_result(result)
+
+
+def _part(encoded: Encoded, info: ModelInfo, start: int, stop: int) -> Encoded:
+    """Items `start:stop` of a shared call's answer, with their own usage as `Encoder.encode_detailed` counts it."""
+    counts, truncated = encoded.token_counts[start:stop], encoded.truncated[start:stop]
+    return Encoded(vectors=encoded.vectors[start:stop], token_counts=counts, truncated=truncated,
+                   tokens_seen=int(np.where(truncated, info.max_seq_len, counts).sum()))

@@ -1,7 +1,8 @@
 """OpenAI's embeddings API (`POST /v1/embeddings`, `GET /v1/models`) and a readiness route, on Starlette.
 
 Requests are validated here, encoded through the SDK (which splits large inputs into concurrent Triton
-requests and keeps their order) and answered in OpenAI's shapes, errors included:
+requests and keeps their order; small requests that arrive together share Triton calls, see `Models.encode`)
+and answered in OpenAI's shapes, errors included:
 `{"error": {"message", "type", "param", "code"}}`, with a 4xx for every client mistake.
 """
 
@@ -27,6 +28,7 @@ from bertserve.errors import (
     ServerBusyError,
     ServerUnavailableError,
 )
+from bertserve.info import ModelInfo
 
 from .config import MAX_INPUTS, FrontDoorConfig
 from .models import FAILED, Models, client_message
@@ -61,8 +63,8 @@ def create_app(config: FrontDoorConfig, models: Models) -> Starlette:
         _authorize(request, config)
         body = await _read_json(request, config.max_request_bytes)
         texts, name, encoding_format, dimensions = _parse(body)
-        # One trip to the worker threads for the lookup, the checks and the encoding.
-        info, encoded = await models.call(_encode, models, name, texts, dimensions)
+        info = await _served(models, name, dimensions)
+        encoded = await models.encode(name, texts)
         vectors = np.asarray(encoded.vectors, dtype=np.float32)
         if dimensions is not None and dimensions < info.dim:
             vectors = vectors[:, :dimensions]
@@ -120,10 +122,10 @@ async def _not_allowed(request: Request, exc: Exception) -> Response:
     return _error(_Refusal(405, f"{request.method} is not allowed on {request.url.path}", code="method_not_allowed"))
 
 
-def _encode(models: Models, name: str, texts: list[str], dimensions: Optional[int]) -> tuple[Any, Any]:
+async def _served(models: Models, name: str, dimensions: Optional[int]) -> ModelInfo:
+    """What model `name` serves, or the 4xx of a request it cannot answer (unknown, token-level, `dimensions`)."""
     try:
-        encoder = models.encoder(name)
-        info = encoder.info()
+        info = await models.info(name)
     except ModelNotFoundError:
         raise _Refusal(404, f"The model '{name}' does not exist; GET /v1/models lists the served models",
                        param="model", code="model_not_found") from None
@@ -133,7 +135,7 @@ def _encode(models: Models, name: str, texts: list[str], dimensions: Optional[in
     if dimensions is not None and not 1 <= dimensions <= info.dim:
         raise _Refusal(400, f"dimensions must be between 1 and the model's {info.dim}, got {dimensions}",
                        param="dimensions", code="invalid_value")
-    return info, encoder.encode_detailed(texts)
+    return info
 
 
 def _refusal(exc: Exception) -> _Refusal:

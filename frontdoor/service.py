@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from typing import Callable, Optional
 
 from .bert_as_service import BertAsServiceServer
 from .config import FrontDoorConfig
@@ -15,8 +16,17 @@ _log = logging.getLogger("bertserve.frontdoor")
 
 
 def run(config: FrontDoorConfig) -> None:
-    """Serve until SIGINT or SIGTERM."""
-    asyncio.run(_serve(config))
+    """Serve until SIGINT or SIGTERM, on uvloop where it is installed (uvicorn picks it only for loops it makes)."""
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(_serve(config))
+
+
+def _loop_factory() -> Optional[Callable[[], asyncio.AbstractEventLoop]]:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 async def _serve(config: FrontDoorConfig) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import signal
 import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,7 @@ from bertserve import Encoder
 from bertserve.frontdoor import FrontDoor
 from bertserve.server import free_ports
 
-from ..conftest import DEFAULT_NAME, STREAM_NAME, TOKENS_NAME, crawling_clients, settled
+from ..conftest import DEFAULT_NAME, STREAM_NAME, TOKENS_NAME, crawling_clients, settled, steady
 from ..corpus import sentences
 from .conftest import API_KEY, door_config, internals
 
@@ -200,11 +200,11 @@ def test_unknown_routes_and_methods_are_4xx(door):
 
 def test_health_turns_503_when_a_backend_process_is_dead(throwaway_server):
     """Triton's own readiness stays true with a dead backend; the front door's health runs a real inference."""
-    from ..reliability.conftest import backend_pid
+    from ..reliability.conftest import kill_backend
 
     with FrontDoor(door_config(throwaway_server, bert_as_service_port=0)) as front:
         assert _curl(front, "/health")[0] == 200
-        os.kill(backend_pid(throwaway_server, f"{DEFAULT_NAME}_encoder"), signal.SIGKILL)  # no supervisor here
+        kill_backend(throwaway_server, f"{DEFAULT_NAME}_encoder")  # every instance; no supervisor here
         status, body = settled(lambda: _curl(front, "/health"), lambda answer: answer[0] == 503)  # past the cache
         assert status == 503 and json.loads(body)["error"]["code"] == "not_ready"
         assert "Traceback" not in body and not [word for word in internals(throwaway_server) if word in body], body
@@ -221,3 +221,76 @@ def test_a_door_whose_triton_is_not_there_answers_503():
         status, body = _curl(front, "/health")
         assert (status, json.loads(body)["error"]["code"]) == (503, "not_ready")
         assert json.loads(body)["error"]["message"] == "not ready: the Triton server is not reachable"
+
+
+def _together(client, inputs: list[list[str]]) -> list[tuple[int, str]]:
+    """(status, body) of one HTTP request per input, all sent at once from their own threads."""
+    start = threading.Barrier(len(inputs))
+
+    def post(texts: list[str]) -> tuple[int, str]:
+        start.wait(60)
+        answer = client.embeddings.with_raw_response.create(model=DEFAULT_NAME, input=texts, encoding_format="float")
+        return answer.http_response.status_code, answer.http_response.text
+
+    def answered(texts: list[str]) -> tuple[int, str]:
+        try:
+            return post(texts)
+        except openai.APIStatusError as refused:
+            return refused.status_code, refused.response.text
+
+    with ThreadPoolExecutor(len(inputs)) as pool:
+        return list(pool.map(answered, inputs))
+
+
+def _ensemble(sdk) -> tuple[int, int]:
+    """(successful, failed) requests Triton has counted for the default model's ensemble."""
+    (model,) = [m for m in sdk.server_status().models if m.name == DEFAULT_NAME]
+    return model.requests, model.failures
+
+
+def _assert_own_answer(sdk, texts: list[str], status: int, body: str) -> None:
+    """A 200 whose vectors, order and usage are those of `texts` encoded alone."""
+    assert status == 200, body
+    answer = json.loads(body)
+    want, tokens = sdk.encode(texts, show_tokens=True)
+    assert [item["index"] for item in answer["data"]] == list(range(len(texts)))
+    assert np.abs(np.array([item["embedding"] for item in answer["data"]], np.float32) - want).max() <= 1e-5
+    assert answer["usage"]["prompt_tokens"] == answer["usage"]["total_tokens"] == sum(len(t) for t in tokens)
+
+
+def test_small_requests_sent_together_share_triton_calls_and_keep_their_own_answers(client, sdk):
+    """32 requests of 1 to 6 items (a pair and an over-long item among them) at once: Triton counts fewer
+    requests than the door got, and each request still gets its own vectors, in its order, and its own usage."""
+    long = "word " * 600  # truncated to max_seq_len: usage counts what the model saw
+    inputs = [[TEXTS[(i + k) % len(TEXTS)] for k in range(1 + i % 6)] for i in range(32)]
+    inputs[7][0] = f"{TEXTS[1]} ||| {TEXTS[2]}"  # a pair beside single sentences in a shared call
+    inputs[12].append(long)
+    before = steady(lambda: _ensemble(sdk))
+    answers = _together(client, inputs)
+    after = settled(lambda: _ensemble(sdk), lambda counts: counts[0] - before[0] >= 1)
+    for texts, (status, body) in zip(inputs, answers):
+        _assert_own_answer(sdk, texts, status, body)
+    assert after[1] == before[1]
+    assert 1 <= after[0] - before[0] < len(inputs), (before, after)
+
+
+def test_a_bad_request_among_concurrent_ones_gets_its_own_400_and_the_others_their_200(client, sdk):
+    """Bad items fail the shared calls they are in; each request of such a call is then answered alone: the bad
+    ones get the very 400 they get when sent alone, the others their 200."""
+    bad = [TEXTS[0], "\x00"]  # the tokenizer refuses item 1 of its request
+    start = steady(lambda: _ensemble(sdk))
+    alone = _together(client, [bad])[0]
+    assert alone[0] == 400 and "refused the input" in alone[1]
+    before = steady(lambda: _ensemble(sdk))
+    failed_alone = before[1] - start[1]  # the failures Triton counts for one bad request sent alone
+    inputs = [bad if i % 6 == 3 else [TEXTS[(i + k) % len(TEXTS)] for k in range(1 + i % 4)] for i in range(24)]
+    answers = _together(client, inputs)
+    after = steady(lambda: _ensemble(sdk))
+    for texts, answer in zip(inputs, answers):
+        if texts is bad:
+            assert answer == alone
+        else:
+            _assert_own_answer(sdk, texts, *answer)
+    # More failures than the bad requests alone make: some failed a shared call first and were sent again.
+    bad_count = sum(texts is bad for texts in inputs)
+    assert failed_alone >= 1 and after[1] - before[1] > bad_count * failed_alone, (start, before, after)

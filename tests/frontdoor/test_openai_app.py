@@ -69,6 +69,12 @@ class _FakeModels:
             raise ModelNotFoundError(f"no model {name!r} is served here; GET /v1/models lists them")
         return self._encoder
 
+    async def info(self, name: str) -> ModelInfo:
+        return self.encoder(name).info()
+
+    async def encode(self, name: str, texts: list[str]) -> Encoded:
+        return self.encoder(name).encode_detailed(texts)
+
     def names(self) -> list[str]:
         return [MODEL]
 

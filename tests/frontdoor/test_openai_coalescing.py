@@ -1,0 +1,125 @@
+"""How the OpenAI door gathers small requests into shared Triton calls, in process, with a fake SDK `Encoder`.
+
+Pure and fast: the fake stands for our own SDK's `encode_detailed`, so that a call can be held in flight, or held
+past its bound, at will. The real server's side (vectors, usage, Triton's own counts) is in test_openai.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+
+from bertserve.client import Encoded
+from bertserve.errors import RequestTimeoutError
+from bertserve.frontdoor.models import _Coalescer
+from bertserve.info import ModelInfo
+
+INFO = ModelInfo(name="fake", source="fake", dim=2, pooling="mean", layers=(-1,), normalize=True, max_seq_len=16,
+                 max_batch_size=8)
+
+
+class _HeldEncoder:
+    """`encode_detailed` that records each call's texts and waits for `release` before answering: vector i of a
+    text is (its length, i), its token count its length."""
+
+    concurrency = 4
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+        self.release = threading.Event()
+
+    def encode_detailed(self, texts: list[str]) -> Encoded:
+        self.calls.append(list(texts))
+        self.release.wait(10)
+        counts = np.array([len(t) for t in texts])
+        return Encoded(vectors=np.array([[len(t), i] for i, t in enumerate(texts)], np.float32),
+                       token_counts=counts, truncated=counts > INFO.max_seq_len,
+                       tokens_seen=int(np.minimum(counts, INFO.max_seq_len).sum()))
+
+
+async def _in_flight(encoder: _HeldEncoder, calls: int) -> None:
+    """Wait (10 s at most) until `calls` calls have reached the encoder."""
+    for _ in range(1000):
+        if len(encoder.calls) >= calls:
+            return
+        await asyncio.sleep(0.01)
+
+
+def _run(encoder: _HeldEncoder, timeout: float, body: Callable[[_Coalescer], Any]) -> Any:
+    """`body(coalescer)` on an event loop, the encoder's calls in worker threads as `Models.call` runs them."""
+    pool = ThreadPoolExecutor(8)
+
+    async def call(function: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(pool, function, *args)
+
+    async def main() -> Any:
+        return await body(_Coalescer(encoder, INFO, call, timeout))
+
+    try:
+        return asyncio.run(main())
+    finally:
+        encoder.release.set()
+        pool.shutdown(wait=True)
+
+
+def test_requests_that_arrive_while_calls_are_in_flight_share_one_call_and_get_their_own_slices():
+    encoder = _HeldEncoder()
+    requests = [["a"], ["bb"], ["ccc", "dddd"], ["e" * 20, "ff"], ["g"], ["h" * 5] * 5]
+
+    async def body(coalescer: _Coalescer) -> list[Encoded]:
+        answers = [asyncio.ensure_future(coalescer.encode(texts)) for texts in requests]
+        await _in_flight(encoder, 2)  # the first two are sent at once; the others wait for a call to end
+        encoder.release.set()
+        return await asyncio.gather(*answers)
+
+    answers = _run(encoder, 30.0, body)
+    # Two calls at once, then the queue's head up to max_batch_size (8) items, in arrival order.
+    assert encoder.calls == [["a"], ["bb"], ["ccc", "dddd", "e" * 20, "ff", "g"], ["h" * 5] * 5]
+    for texts, answer in zip(requests, answers):
+        assert answer.vectors[:, 0].tolist() == [len(t) for t in texts]
+        assert answer.token_counts.tolist() == [len(t) for t in texts]
+        assert answer.truncated.tolist() == [len(t) > 16 for t in texts]
+        assert answer.tokens_seen == sum(min(len(t), 16) for t in texts)
+
+
+def test_a_call_that_never_ends_is_a_timeout_for_every_request_waiting_on_it():
+    """The SDK bounds its own calls; should one hang regardless, its requests get a 503's error, not a hang."""
+    encoder = _HeldEncoder()
+
+    async def body(coalescer: _Coalescer) -> list[Any]:
+        return await asyncio.gather(*(coalescer.encode([text]) for text in "abc"), return_exceptions=True)
+
+    answers = _run(encoder, 0.05, body)
+    assert [type(answer) for answer in answers] == [RequestTimeoutError] * 3
+    assert encoder.calls == [["a"], ["b"], ["c"]]  # a call past its bound gives its place to the next
+
+
+def test_a_request_whose_client_gave_up_in_the_queue_is_never_sent():
+    encoder = _HeldEncoder()
+
+    async def body(coalescer: _Coalescer) -> Encoded:
+        held = [asyncio.ensure_future(coalescer.encode([text])) for text in "ab"]
+        gone = asyncio.ensure_future(coalescer.encode(["gone"]))
+        kept = asyncio.ensure_future(coalescer.encode(["kept"]))
+        await _in_flight(encoder, 2)
+        gone.cancel()  # as Starlette cancels the handler of a client that disconnected
+        encoder.release.set()
+        await asyncio.gather(*held)
+        return await kept
+
+    answer = _run(encoder, 30.0, body)
+    assert encoder.calls == [["a"], ["b"], ["kept"]] and answer.vectors[:, 0].tolist() == [4]
+
+
+@pytest.mark.parametrize("size", [9, 20])
+def test_a_request_over_max_batch_size_is_sent_alone(size):
+    encoder = _HeldEncoder()
+    encoder.release.set()
+    texts = [f"t{i}" for i in range(size)]
+    answer = _run(encoder, 30.0, lambda coalescer: coalescer.encode(texts))
+    assert encoder.calls == [texts] and answer.vectors.shape == (size, 2)
