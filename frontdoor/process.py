@@ -47,12 +47,7 @@ class FrontDoor:
         if taken:
             raise ServerStartError(f"front-door port {taken[0]} is already in use; stop what uses it or pick "
                                    "another (--openai-port, --bert-as-service-port)")
-        command = [sys.executable, "-m", "bertserve.frontdoor", "--url", self.config.triton_url,
-                   "--host", self.config.host, "--openai-port", str(self.config.openai_port),
-                   "--bert-as-service-port", str(self.config.bert_as_service_port),
-                   "--timeout", str(self.config.timeout), "--max-request-bytes", str(self.config.max_request_bytes)]
-        if self.config.bert_as_service_model:
-            command += ["--model", self.config.bert_as_service_model]
+        command = [sys.executable, "-m", "bertserve.frontdoor", *self.config.arguments()]
         environment = dict(os.environ)
         environment.pop("BERTSERVE_API_KEY", None)
         if self.config.api_key:  # in the environment, not on the command line where `ps` shows it

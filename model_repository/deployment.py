@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from bertserve import contract
+from bertserve.errors import ConfigError
 
 
 class Backend(str, Enum):
@@ -31,8 +32,8 @@ class Runtime(str, Enum):
     """What runs the encoder inside the Python backend (the native openvino backend runs OPENVINO's files)."""
 
     ONNXRUNTIME = "onnxruntime"  # model.onnx on ONNX Runtime: CPUs, or GPUs with onnxruntime-gpu
-    TORCH = "torch"  # model.pt, TorchScript on PyTorch: CUDA GPUs (fp16, scaled dot-product attention)
     OPENVINO = "openvino"  # model.xml + model.bin, OpenVINO IR: CPUs, bf16 on AMX / AVX512-BF16, static int8
+    TORCH = "torch"  # model.pt, TorchScript on PyTorch: CUDA GPUs (fp16, scaled dot-product attention)
 
 
 class PerformanceHint(str, Enum):
@@ -82,23 +83,23 @@ class Deployment:
 
     def __post_init__(self) -> None:
         if self.instances < 1 or self.tokenizer_instances < 1:
-            raise ValueError(f"instances must be at least 1, got {min(self.instances, self.tokenizer_instances)}")
+            raise ConfigError(f"instances must be at least 1, got {min(self.instances, self.tokenizer_instances)}")
         if self.runtime is Runtime.TORCH and self.backend is not Backend.PYTHON:
-            raise ValueError("the torch runtime runs in the Python backend only")
+            raise ConfigError("the torch runtime runs in the Python backend only")
         if self.backend is Backend.OPENVINO and self.runtime is not Runtime.OPENVINO:
-            raise ValueError("the openvino backend runs OpenVINO IR: set runtime openvino")
+            raise ConfigError("the openvino backend runs OpenVINO IR: set runtime openvino")
         if self.runtime is Runtime.OPENVINO and self.backend not in (Backend.PYTHON, Backend.OPENVINO):
-            raise ValueError("the openvino runtime runs in the python or openvino backend")
+            raise ConfigError("the openvino runtime runs in the python or openvino backend")
         if any(gpu < 0 for gpu in self.gpus):
-            raise ValueError(f"GPU ids are 0 or more, got {list(self.gpus)}")
+            raise ConfigError(f"GPU ids are 0 or more, got {list(self.gpus)}")
         if self.tensorrt_accelerator and self.backend is not Backend.ONNXRUNTIME:
-            raise ValueError("the TensorRT accelerator applies to the onnxruntime backend only")
+            raise ConfigError("the TensorRT accelerator applies to the onnxruntime backend only")
         if self.max_padding_ratio < 1:
-            raise ValueError(f"max_padding_ratio is at least 1 (no padding), got {self.max_padding_ratio}")
+            raise ConfigError(f"max_padding_ratio is at least 1 (no padding), got {self.max_padding_ratio}")
         if self.max_queue_size < 0 or self.queue_timeout < 0:
-            raise ValueError("max_queue_size and queue_timeout are 0 (no bound) or more")
+            raise ConfigError("max_queue_size and queue_timeout are 0 (no bound) or more")
         if self.max_request_bytes < 1:
-            raise ValueError(f"max_request_bytes must be at least 1, got {self.max_request_bytes}")
+            raise ConfigError(f"max_request_bytes must be at least 1, got {self.max_request_bytes}")
 
     @property
     def encoder_files(self) -> tuple[str, ...]:

@@ -1,4 +1,5 @@
-"""The `bertserve` command: `encode` (client), `export` and `serve` (need the server extra)."""
+"""The `bertserve` command: `encode`, `health` and `status` (clients of a running server); `export`, `serve` and
+`frontdoor` (need the server extra). Choices and defaults come from the enums and config classes they fill."""
 
 from __future__ import annotations
 
@@ -11,15 +12,16 @@ import os
 import signal
 import sys
 import time
+from enum import Enum
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from . import contract
 from .errors import BertserveError
-from .model_repository.deployment import Deployment
+from .model_repository.deployment import Backend, Deployment, PerformanceHint, Runtime
 
+_API_KEY_VARIABLE, _ADMIN_KEY_VARIABLE = "BERTSERVE_API_KEY", "BERTSERVE_ADMIN_KEY"
 _SERVER_EXTRA = "this command needs the server extra: pip install 'bertserve[server]' (missing: {})"
 
 
@@ -39,7 +41,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bertserve", description="BERT embeddings served by NVIDIA Triton.")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    for declare in (_encode_command, _health_command, _export_command, _status_command, _serve_command,
+                    _frontdoor_command):
+        declare(commands)
+    return parser
 
+
+def _encode_command(commands: Any) -> None:
     encode = commands.add_parser("encode", help="encode sentences with a running server")
     encode.add_argument("sentences", nargs="*", help="sentences to encode (default: read a file or stdin)")
     encode.add_argument("-f", "--file", type=Path, help="read sentences from this file, one per line")
@@ -48,18 +56,25 @@ def _parser() -> argparse.ArgumentParser:
     encode.add_argument("--model", help="model name, when the server serves several")
     encode.set_defaults(run=_encode)
 
+
+def _health_command(commands: Any) -> None:
     health = commands.add_parser("health", help="check that a server serves: a real inference through each model "
                                                 "(exit 0), for readiness probes")
     _client_options(health, timeout=10.0)
     health.add_argument("--model", help="check this model only (default: every embedding model served)")
     health.set_defaults(run=_health)
 
+
+def _export_command(commands: Any) -> None:
+    from .export.config import DEFAULT_MAX_BATCH_SIZE, Precision
+    from .export.options import Pooling
+
     export = commands.add_parser("export", help="export a Hugging Face BERT folder to a Triton model repository")
     export.add_argument("model_dir", type=Path, nargs="?",
                         help="folder with config.json, tokenizer files and weights (default: all-MiniLM-L6-v2)")
     export.add_argument("-r", "--repository", type=Path, help="model repository (default: $BERTSERVE_HOME/repository)")
     export.add_argument("--name", help="model name in the repository (default: the folder's name)")
-    export.add_argument("--pooling", choices=["mean", "max", "mean_max", "cls", "sep", "cls_pooled", "none"],
+    export.add_argument("--pooling", choices=_values(Pooling),
                         help="pooling strategy (default: the sentence-transformers config, else mean)")
     export.add_argument("--layers", nargs="+", metavar="N",
                         help="layers to pool, -1 is the last; several are concatenated (default: -1 for "
@@ -68,30 +83,39 @@ def _parser() -> argparse.ArgumentParser:
                         help="L2-normalise the vectors (default: as the sentence-transformers config says, else no)")
     export.add_argument("--max-seq-len", type=int, help="tokens per input, longer input is truncated on the right "
                                                         "(default: the model's, at most 512)")
-    export.add_argument("--max-batch-size", type=int, default=64, help="largest batch the server accepts (default: %(default)s)")
+    export.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE,
+                        help="largest batch the server accepts (default: %(default)s)")
     export.add_argument("--mask-cls-sep", action="store_true", help="leave [CLS] and [SEP] out of pooling")
     export.add_argument("--lowercase", action=argparse.BooleanOptionalAction,
                         help="override the tokenizer's casing: --lowercase as uncased BERT, --no-lowercase keeps case "
                              "(default: the model's own)")
-    export.add_argument("--precision", choices=["fp32", "fp16", "bf16", "auto", "int8"],
+    export.add_argument("--precision", choices=_values(Precision),
                         help="encoder precision: fp16 for GPUs; for CPUs with --runtime openvino bf16 (AMX, "
                              "AVX512-BF16), auto (bf16 where the serving CPU has bf16 units, else fp32) or int8 "
                              "(static, calibrated), int8 with onnxruntime (dynamic); pooling stays fp32 "
-                             "(default: fp32, or auto with the CPU default runtime below)")
+                             f"(default: {Precision.FP32.value}, or auto with the CPU default runtime below)")
     export.add_argument("--format", choices=["onnx", "tensorrt"], default="onnx",
                         help="onnx, or a TensorRT engine for the tensorrt backend (needs tensorrt and a GPU)")
-    export.add_argument("--backend", choices=["python", "onnxruntime", "openvino"],
+    _deployment_options(export)
+    export.add_argument("--overwrite", action="store_true", help="replace a model of the same name")
+    export.set_defaults(run=_export)
+
+
+def _deployment_options(export: argparse.ArgumentParser) -> None:
+    """The export options that become its `Deployment`, with that class's choices and defaults."""
+    export.add_argument("--backend", choices=[b.value for b in Backend if b is not Backend.TENSORRT],
                         help="Triton backend for the encoder: python runs in `bertserve serve`; onnxruntime and "
-                             "openvino (implies --runtime openvino) in the NGC Triton image (default: python)")
-    export.add_argument("--runtime", choices=["onnxruntime", "openvino", "torch"],
+                             "openvino (implies --runtime openvino) in the NGC Triton image "
+                             f"(default: {Deployment.backend.value})")
+    export.add_argument("--runtime", choices=_values(Runtime),
                         help="what runs the encoder in the python backend: onnxruntime (model.onnx), openvino "
                              "(OpenVINO IR on the CPU: bf16 and static int8), or torch (TorchScript on PyTorch, for "
                              "CUDA GPUs with --precision fp16) (default, for the python backend with neither "
                              "--runtime, --precision nor --gpus: openvino with precision auto on CPUs with bf16 units "
-                             "(AMX, AVX512-BF16), else onnxruntime)")
-    export.add_argument("--performance-hint", choices=["latency", "throughput"],
+                             f"(AMX, AVX512-BF16), else {Deployment.runtime.value})")
+    export.add_argument("--performance-hint", choices=_values(PerformanceHint),
                         help="openvino: one stream on all cores (latency), or a stream per core with each batch "
-                             "split over them (throughput) (default: throughput)")
+                             f"split over them (throughput) (default: {Deployment.performance_hint.value})")
     export.add_argument("--instances", type=int, default=Deployment.instances,
                         help="encoder instances per GPU, or on the CPU, sharing its cores (default: %(default)s)")
     export.add_argument("--tokenizer-instances", type=int, default=Deployment.tokenizer_instances,
@@ -99,74 +123,71 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--gpus", help="comma-separated GPU ids for the encoder instances (default: any GPU, else CPU)")
     export.add_argument("--tensorrt-accelerator", action="store_true",
                         help="onnxruntime backend: run the graph with ONNX Runtime's TensorRT provider")
-    export.add_argument("--max-queue-size", type=int, default=contract.DEFAULT_MAX_QUEUE_SIZE,
+    export.add_argument("--max-queue-size", type=int, default=Deployment.max_queue_size,
                         help="requests waiting per model before new ones are turned away as busy; 0: no bound "
                              "(default: %(default)s)")
-    export.add_argument("--queue-timeout", type=float, default=contract.DEFAULT_QUEUE_TIMEOUT,
+    export.add_argument("--queue-timeout", type=float, default=Deployment.queue_timeout,
                         help="seconds a request may wait in a queue before it is turned away; 0: no bound "
                              "(default: %(default)s)")
-    export.add_argument("--max-request-bytes", type=int, default=contract.DEFAULT_MAX_REQUEST_BYTES,
+    export.add_argument("--max-request-bytes", type=int, default=Deployment.max_request_bytes,
                         help="bytes of text one request may carry (default: %(default)s)")
-    export.add_argument("--overwrite", action="store_true", help="replace a model of the same name")
-    export.set_defaults(run=_export)
 
+
+def _status_command(commands: Any) -> None:
     status = commands.add_parser("status", help="show the server's models and their request figures")
     _client_options(status, timeout=10.0)
-    status.add_argument("--admin-key", default=os.environ.get("BERTSERVE_ADMIN_KEY"),
-                        help="also list models that failed to load (default: $BERTSERVE_ADMIN_KEY)")
+    _key_option(status, "--admin-key", _ADMIN_KEY_VARIABLE,
+                "also list models that failed to load (default: ${})")
     status.set_defaults(run=_status)
+
+
+def _serve_command(commands: Any) -> None:
+    from .frontdoor.config import add_arguments as front_door_options
+    from .server.config import ServerConfig
 
     serve = commands.add_parser("serve", help="run tritonserver locally (default: the all-MiniLM-L6-v2 model)")
     serve.add_argument("-r", "--repository",
                        help="model repository to serve: a folder, or s3://, gs:// or as:// object storage that "
                             "tritonserver reads itself (default: $BERTSERVE_HOME/repository, with the default model)")
-    serve.add_argument("--http-port", type=int, default=8000)
-    serve.add_argument("--grpc-port", type=int, default=8001)
-    serve.add_argument("--metrics-port", type=int, default=8002)
-    serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default: %(default)s)")
-    serve.add_argument("--api-key", default=os.environ.get("BERTSERVE_API_KEY"),
-                       help="require 'Authorization: Bearer KEY' for inference (default: $BERTSERVE_API_KEY, else "
-                            "no key)")
+    for name in ("http", "grpc", "metrics"):
+        serve.add_argument(f"--{name}-port", type=int, default=getattr(ServerConfig, f"{name}_port"))
+    serve.add_argument("--host", default=ServerConfig.host, help="address to listen on (default: %(default)s)")
+    _key_option(serve, "--api-key", _API_KEY_VARIABLE,
+                "require 'Authorization: Bearer KEY' for inference (default: ${}, else no key)")
     serve.add_argument("--tritonserver", type=Path, metavar="BINARY",
                        help="an installed tritonserver to run, e.g. /opt/tritonserver/bin/tritonserver in the NGC image "
                             "(default: the one of the nvidia-pytriton wheel)")
-    serve.add_argument("--admin-key", default=os.environ.get("BERTSERVE_ADMIN_KEY"),
-                       help="key for the admin APIs (default: $BERTSERVE_ADMIN_KEY, else a new one at each start, "
-                            "written to $BERTSERVE_HOME/admin-key)")
-    _front_door_options(serve, 8080)
+    _key_option(serve, "--admin-key", _ADMIN_KEY_VARIABLE,
+                "key for the admin APIs (default: ${}, else a new one at each start, written to "
+                "$BERTSERVE_HOME/admin-key)")
+    front_door_options(serve, standalone=False)
     serve.set_defaults(run=_serve)
+
+
+def _frontdoor_command(commands: Any) -> None:
+    from .frontdoor.config import add_arguments as front_door_options
 
     door = commands.add_parser("frontdoor", help="serve the OpenAI API and bert-as-service's protocol in front of "
                                                  "a running Triton server (`serve` starts one itself)")
     _client_options(door, timeout=60.0)
-    door.add_argument("--host", default="0.0.0.0", help="address to listen on (default: %(default)s)")
-    door.add_argument("--model", dest="bert_as_service_model", metavar="NAME",
-                      help="the model BertClient gets (default: the one served)")
-    door.add_argument("--max-request-bytes", type=int, default=contract.DEFAULT_MAX_REQUEST_BYTES,
-                      help="largest OpenAI request body (default: %(default)s)")
-    door.add_argument("--openai-port", type=int, default=8080, help="0: off (default: %(default)s)")
-    door.add_argument("--bert-as-service-port", type=int, default=0, metavar="PORT",
-                      help="requests on PORT, results on PORT+1 (default: off)")
+    front_door_options(door, standalone=True)
     door.set_defaults(run=_frontdoor)
-    return parser
-
-
-def _front_door_options(parser: argparse.ArgumentParser, openai_default: int) -> None:
-    parser.add_argument("--openai-port", type=int, default=openai_default,
-                        help="port of the OpenAI-compatible API, POST /v1/embeddings (0: off; default: %(default)s)")
-    parser.add_argument("--bert-as-service-port", type=int, default=0, metavar="PORT",
-                        help="speak bert-as-service's protocol for BertClient on PORT (requests) and PORT+1 "
-                             "(results), as bert-serving-start -port PORT -port_out PORT+1 (default: off)")
-    parser.add_argument("--bert-as-service-model", metavar="NAME",
-                        help="the model BertClient gets (default: the one served, else the default model)")
 
 
 def _client_options(parser: argparse.ArgumentParser, timeout: float) -> None:
     parser.add_argument("--url", default="localhost:8001", help="server address (default: %(default)s)")
     parser.add_argument("--protocol", choices=["grpc", "http"], help="protocol when the url has no scheme (default: grpc)")
     parser.add_argument("--timeout", type=float, default=timeout, help="seconds per request (default: %(default)s)")
-    parser.add_argument("--api-key", default=os.environ.get("BERTSERVE_API_KEY"),
-                        help="the server's API key (default: $BERTSERVE_API_KEY)")
+    _key_option(parser, "--api-key", _API_KEY_VARIABLE, "the server's API key (default: ${})")
+
+
+def _key_option(parser: argparse.ArgumentParser, flag: str, variable: str, help_text: str) -> None:
+    """A key option whose default is read from the environment variable `variable` (`$` in the help names it)."""
+    parser.add_argument(flag, default=os.environ.get(variable), help=help_text.replace("${}", f"${variable}"))
+
+
+def _values(choices: type[Enum]) -> list[str]:
+    return [choice.value for choice in choices]
 
 
 def _encode(args: argparse.Namespace) -> int:
@@ -244,21 +265,18 @@ def _export(args: argparse.Namespace) -> int:
         raise BertserveError("--runtime torch runs in the python backend; drop --backend and --format")
     if backend is export.Backend.OPENVINO and runtime != "openvino":
         raise BertserveError("--backend openvino runs OpenVINO IR; drop --runtime or pass --runtime openvino")
-    try:
-        deployment = export.Deployment(
-            backend=backend,
-            runtime=export.Runtime(runtime),
-            **({"performance_hint": export.PerformanceHint(args.performance_hint)} if args.performance_hint else {}),
-            instances=args.instances,
-            tokenizer_instances=args.tokenizer_instances,
-            gpus=tuple(int(g) for g in args.gpus.split(",")) if args.gpus else (),
-            tensorrt_accelerator=args.tensorrt_accelerator,
-            max_queue_size=args.max_queue_size,
-            queue_timeout=args.queue_timeout,
-            max_request_bytes=args.max_request_bytes,
-        )
-    except ValueError as exc:
-        raise BertserveError(str(exc)) from None
+    deployment = export.Deployment(
+        backend=backend,
+        runtime=export.Runtime(runtime),
+        **({"performance_hint": export.PerformanceHint(args.performance_hint)} if args.performance_hint else {}),
+        instances=args.instances,
+        tokenizer_instances=args.tokenizer_instances,
+        gpus=tuple(int(g) for g in args.gpus.split(",")) if args.gpus else (),
+        tensorrt_accelerator=args.tensorrt_accelerator,
+        max_queue_size=args.max_queue_size,
+        queue_timeout=args.queue_timeout,
+        max_request_bytes=args.max_request_bytes,
+    )
     config = export.ExportConfig(
         model_dir=args.model_dir or server.default_model_dir(),
         repository=args.repository or server.bertserve_home() / "repository",
@@ -286,31 +304,23 @@ def _serve(args: argparse.Namespace) -> int:
     repository = server.bertserve_home() / "repository" if serves_default else args.repository
     if not server.is_object_storage(repository):
         repository = Path(repository)
-    try:
-        config = server.ServerConfig(
-            repository=repository,
-            http_port=args.http_port,
-            grpc_port=args.grpc_port,
-            metrics_port=args.metrics_port,
-            host=args.host,
-            api_key=args.api_key or None,
-            admin_key=args.admin_key or None,
-            tritonserver=args.tritonserver,
-        )
-    except ValueError as exc:
-        raise BertserveError(str(exc)) from None
+    config = server.ServerConfig(
+        repository=repository,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        host=args.host,
+        api_key=args.api_key or None,
+        admin_key=args.admin_key or None,
+        tritonserver=args.tritonserver,
+    )
     door_config = None
     if args.openai_port or args.bert_as_service_port:
         frontdoor = _server_extra("bertserve.frontdoor")
-        try:
-            door_config = frontdoor.FrontDoorConfig(
-                triton_url=f"localhost:{args.grpc_port}", host=args.host, openai_port=args.openai_port,
-                bert_as_service_port=args.bert_as_service_port,
-                bert_as_service_model=args.bert_as_service_model or (
-                    server.DEFAULT_MODEL_NAME if serves_default else _default_door_model(repository)),
-                api_key=args.api_key or None)
-        except ValueError as exc:
-            raise BertserveError(str(exc)) from None
+        door_config = frontdoor.FrontDoorConfig.from_arguments(
+            args, triton_url=f"localhost:{args.grpc_port}", api_key=args.api_key or None,
+            bert_as_service_model=args.bert_as_service_model or (
+                server.DEFAULT_MODEL_NAME if serves_default else _default_door_model(repository)))
     if serves_default:
         server.default_repository()
     # SIGTERM (docker stop, kill) shuts down as cleanly as Ctrl-C.
@@ -355,14 +365,7 @@ def _frontdoor(args: argparse.Namespace) -> int:
 
     if args.protocol == "http" or args.url.startswith("http"):
         raise BertserveError("the front door talks to Triton over gRPC; give its gRPC address (e.g. localhost:8001)")
-    try:
-        config = frontdoor.FrontDoorConfig(
-            triton_url=args.url, host=args.host, openai_port=args.openai_port,
-            bert_as_service_port=args.bert_as_service_port, bert_as_service_model=args.bert_as_service_model,
-            api_key=args.api_key or None, timeout=args.timeout, max_request_bytes=args.max_request_bytes)
-    except ValueError as exc:
-        raise BertserveError(str(exc)) from None
-    run(config)
+    run(frontdoor.FrontDoorConfig.from_arguments(args, triton_url=args.url, api_key=args.api_key or None))
     return 0
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from typing import Optional
 
+from .errors import ConfigError
+
 # An item longer than its character budget is cut before tokenizing and its tokens are not counted:
 # its token_count is NOT_COUNTED, meaning "longer than max_seq_len". The budget covers max_seq_len
 # tokens unless the text averages more characters per token than WordPiece's longest word (100).
@@ -32,7 +34,7 @@ _KEY = re.compile(r"[A-Za-z0-9._~+/-]{16,}")  # whole key: fullmatch, as `$` wou
 def check_key(name: str, key: Optional[str]) -> None:
     """Refuse a key (None: no key) that Triton's flags or a header could not carry unchanged."""
     if key is not None and not (isinstance(key, str) and _KEY.fullmatch(key)):
-        raise ValueError(f"{name} must be at least 16 letters, digits or '-_.~+/' characters")
+        raise ConfigError(f"{name} must be at least 16 letters, digits or '-_.~+/' characters")
 
 
 # Request headers. Triton's restricted gRPC protocols read headers under a fixed prefix.

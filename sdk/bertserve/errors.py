@@ -20,6 +20,11 @@ class BertserveError(Exception):
         self.detail = message if detail is None else detail
 
 
+class ConfigError(BertserveError, ValueError):
+    """An option or setting that cannot work (a bad port, a key, a runtime the backend cannot run); the message
+    names it and what to give instead."""
+
+
 class InvalidInputError(BertserveError, ValueError):
     """The input cannot be encoded: wrong type, empty, or malformed."""
 

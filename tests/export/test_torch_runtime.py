@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from bertserve.errors import ExportError
+from bertserve.errors import ConfigError, ExportError
 from bertserve.export import Deployment, ExportConfig, Pooling, Precision, Runtime
 from bertserve.export.config import plan_export
 
@@ -111,5 +111,5 @@ def test_int8_is_refused_for_the_torch_runtime_before_any_work(plain_bert_dir, t
 def test_the_torch_runtime_is_python_backend_only():
     from bertserve.export import Backend
 
-    with pytest.raises(ValueError, match="Python backend only"):
+    with pytest.raises(ConfigError, match="Python backend only"):
         Deployment(backend=Backend.ONNXRUNTIME, runtime=Runtime.TORCH)

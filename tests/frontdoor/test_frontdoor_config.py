@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from bertserve.errors import ServerStartError
+from bertserve.errors import ConfigError, ServerStartError
 from bertserve.frontdoor import FrontDoor, FrontDoorConfig
 
 from .conftest import free_pair
@@ -29,7 +29,7 @@ from .conftest import free_pair
     ({"api_key": "a-long-enough-key,123"}, "api_key must be at least 16"),
 ])
 def test_unusable_configs_are_refused(options, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=message):
         FrontDoorConfig(**options)
 
 

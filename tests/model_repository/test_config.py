@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 from tritonclient.grpc import model_config_pb2 as pb
 
+from bertserve.errors import ConfigError
 from bertserve.info import ModelInfo
 from bertserve.model_repository.config import parse
 from bertserve.model_repository.deployment import Backend, Deployment, PerformanceHint, Runtime
@@ -131,7 +132,7 @@ def test_native_onnxruntime_on_gpus_with_tensorrt_accelerator():
      {"backend": Backend.OPENVINO, "runtime": Runtime.TORCH}],
 )
 def test_bad_deployments_are_refused(options):
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         Deployment(**options)
 
 

@@ -6,6 +6,7 @@ import socket
 
 import pytest
 
+from bertserve.errors import ConfigError
 from bertserve.server import ServerConfig
 
 
@@ -28,7 +29,7 @@ REFUSED_KEYS = ["k" * 15, "", "key-with,comma-01", "key-with:colon-01", "key-wit
 @pytest.mark.parametrize("name", ["api_key", "admin_key"])
 @pytest.mark.parametrize("key", REFUSED_KEYS, ids=repr)
 def test_keys_that_would_break_the_flag_syntax_or_are_short_are_refused(tmp_path, name, key):
-    with pytest.raises(ValueError, match=f"{name} must be at least 16 letters, digits or '-_.~\\+/' characters"):
+    with pytest.raises(ConfigError, match=f"{name} must be at least 16 letters, digits or '-_.~\\+/' characters"):
         ServerConfig(tmp_path, **{name: key})
 
 
