@@ -1,4 +1,5 @@
-"""Export the encoder graph (ONNX, or TorchScript for the torch runtime) and check it against transformers."""
+"""Export the encoder graph (ONNX; OpenVINO IR for the openvino runtime; TorchScript for the torch runtime) and
+check it against transformers."""
 
 from __future__ import annotations
 
