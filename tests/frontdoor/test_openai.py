@@ -1,4 +1,9 @@
-"""The OpenAI-compatible API through its real clients (the `openai` package, curl) against a real server."""
+"""The OpenAI-compatible API through its real clients (the `openai` package, curl) against a real server.
+
+Every exchange of these clients is also checked against the door's own OpenAPI document (test_openai_app.py's
+`Conformance`): a 200 request body validates against the request schema, a 422 one does not, and every answer
+matches the schema of its status.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import json
 import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -20,13 +26,16 @@ from bertserve.server import free_ports
 from ..conftest import DEFAULT_NAME, STREAM_NAME, TOKENS_NAME, crawling_clients, settled, steady
 from ..corpus import sentences
 from .conftest import API_KEY, door_config, internals
+from .test_openai_app import Conformance
 
 TEXTS = sentences(32)
 
 
 @pytest.fixture(scope="module")
 def client(door):
-    return openai.OpenAI(base_url=door.openai_url, api_key=API_KEY, timeout=60, max_retries=0)
+    # A failed check surfaces as the client's APIConnectionError, caused by the AssertionError that says why.
+    http = openai.DefaultHttpxClient(event_hooks={"response": [_conformance(door).hook]})
+    return openai.OpenAI(base_url=door.openai_url, api_key=API_KEY, timeout=60, max_retries=0, http_client=http)
 
 
 @pytest.fixture(scope="module")
@@ -126,10 +135,27 @@ def test_input_the_tokenizer_refuses_is_400_and_names_no_internal_address(client
 
 
 def _curl(door, path, *args):
+    """(status, body) of curl's request, checked against the door's OpenAPI document."""
+    status, body = _fetch(door, path, *args)
+    sent = args[args.index("-d") + 1].encode() if "-d" in args else None
+    method = "POST" if sent is not None or "--data-binary" in args else "GET"
+    _conformance(door).check(method, path, status, sent, body.encode())
+    return status, body
+
+
+def _fetch(door, path, *args):
     done = subprocess.run(["curl", "-s", "-w", "\n%{http_code}", "--max-time", "60",
                            door.openai_url.removesuffix("/v1") + path, *args], capture_output=True, text=True, timeout=90)
     body, _, status = done.stdout.rpartition("\n")
     return int(status), body
+
+
+@lru_cache(maxsize=None)
+def _conformance(door) -> Conformance:
+    """The door's OpenAPI document, fetched without the key (it needs none), as the checker of its exchanges."""
+    status, document = _fetch(door, "/openapi.json")
+    assert status == 200, document
+    return Conformance(json.loads(document))
 
 
 AUTH = ["-H", f"Authorization: Bearer {API_KEY}", "-H", "Content-Type: application/json"]

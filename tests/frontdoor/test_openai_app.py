@@ -2,16 +2,21 @@
 
 Pure and fast: no Triton, no front-door process. The fakes stand for our own `Models` and SDK `Encoder`, so that
 every failure the SDK can raise reaches the app: its status, OpenAI body, `retry-after`, and that no internal
-address or path reaches the client.
+address or path reaches the client. Every exchange is also checked against the app's own OpenAPI document
+(`Conformance`), which test_openai.py does for the real door too.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from typing import Any, Callable, Optional
+from functools import lru_cache
+from typing import Any, Callable, Mapping, Optional
 
+import httpx
 import numpy as np
 import pytest
+from jsonschema import Draft202012Validator
 from starlette.testclient import TestClient
 
 from bertserve.client import Encoded
@@ -25,7 +30,7 @@ from bertserve.errors import (
     ServerUnavailableError,
 )
 from bertserve.frontdoor import FrontDoorConfig
-from bertserve.frontdoor.openai import create_app
+from bertserve.frontdoor.openai import TRUNCATED_HEADER, create_app
 from bertserve.info import ModelInfo
 
 KEY = "app-test-key-0123456789"
@@ -39,7 +44,8 @@ INFO = ModelInfo(name=MODEL, source="fake", dim=4, pooling="mean", layers=(-1,),
 
 
 class _FakeEncoder:
-    """The SDK `Encoder` as the app uses it: `info()` and `encode_detailed()`, which raises `failure` if given."""
+    """The SDK `Encoder` as the app uses it: `info()` and `encode_detailed()`, which raises `failure` if given and
+    counts a text longer than max_seq_len characters as truncated."""
 
     def __init__(self, failure: Optional[Exception]) -> None:
         self.failure = failure
@@ -51,8 +57,9 @@ class _FakeEncoder:
         if self.failure is not None:
             raise self.failure
         n = len(texts)
+        truncated = np.array([len(text) > INFO.max_seq_len for text in texts])  # a character a token
         return Encoded(vectors=np.full((n, INFO.dim), 0.5, np.float32), token_counts=np.full(n, 3),
-                       truncated=np.zeros(n, bool), tokens_seen=3 * n)
+                       truncated=truncated, tokens_seen=3 * n)
 
 
 class _FakeModels:
@@ -82,13 +89,73 @@ class _FakeModels:
         return self._problem
 
 
-def _client(failure: Optional[Exception] = None, problem: Optional[str] = None) -> TestClient:
+def _client(failure: Optional[Exception] = None, problem: Optional[str] = None, key: Optional[str] = KEY
+            ) -> TestClient:
+    """A client of the app in front of fake models; every answer it gets is checked against the app's document."""
     config = FrontDoorConfig(triton_url=INTERNAL.removeprefix("grpc://"), host="127.0.0.1", openai_port=1,
-                             api_key=KEY, max_request_bytes=LIMIT)
+                             api_key=key, max_request_bytes=LIMIT)
     # Unforeseen exceptions are answered by the app and then re-raised to the server, as Starlette does; the
     # client here sees what a real client would, the answer.
-    return TestClient(create_app(config, _FakeModels(failure, problem)), raise_server_exceptions=False,
-                      headers={"Authorization": f"Bearer {KEY}"})
+    client = TestClient(create_app(config, _FakeModels(failure, problem)), raise_server_exceptions=False,
+                        headers={"Authorization": f"Bearer {key}"} if key else None)
+    client.event_hooks = {"response": [_conformance(client.get("/openapi.json").content).hook]}
+    return client
+
+
+@lru_cache(maxsize=None)
+def _conformance(document: bytes) -> Conformance:
+    """One checker per document: its validators are built once for all the clients of apps alike."""
+    return Conformance(json.loads(document))
+
+
+class Conformance:
+    """A door's OpenAPI document, against which each exchange with the door is checked."""
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        self.document = document
+        self._validators: dict[str, Draft202012Validator] = {}
+
+    def hook(self, response: httpx.Response) -> None:
+        """`check` as an httpx response hook: every exchange of the client that has it is checked."""
+        request = response.request
+        self.check(request.method, request.url.path, response.status_code, request.content, response.read(),
+                   response.headers)
+
+    def check(self, method: str, path: str, status: int, request: Optional[bytes], answer: bytes,
+              headers: Optional[Mapping[str, str]] = None) -> None:
+        """Assert that the exchange is as the document says: a listed status, a body and our headers as listed
+        for it; and a request body the schema accepts if it got a 200, refuses if it got a 422."""
+        operation = self.document["paths"].get(path, {}).get(method.lower())
+        if operation is None:  # a route or method the door does not have: an error body all the same
+            self._assert_valid({"$ref": "#/components/schemas/ErrorResponse"}, answer, f"{status} answer")
+            return
+        assert str(status) in operation["responses"], (
+            f"{method} {path} answered {status}; its document lists {sorted(operation['responses'])}")
+        listed = operation["responses"][str(status)]
+        ((media_type, content),) = listed["content"].items()
+        if media_type == "application/json":
+            self._assert_valid(content["schema"], answer, f"{status} answer of {method} {path}")
+        assert {"retry-after", TRUNCATED_HEADER} & set(headers or {}) <= set(listed.get("headers", {})), headers
+        if "requestBody" in operation and status in (200, 422):
+            errors = self.errors(operation["requestBody"]["content"]["application/json"]["schema"],
+                                 json.loads(request or b"null"))
+            assert (status == 200) == (not errors), (
+                f"{method} {path} answered {status} to {request!r:.300}, which its request schema "
+                f"{'refuses: ' + errors[0] if errors else 'accepts'}")
+
+    def errors(self, schema: dict[str, Any], instance: Any) -> list[str]:
+        """Why `instance` does not match `schema` (which may point into the document's components)."""
+        key = json.dumps(schema, sort_keys=True)
+        validator = self._validators.get(key)
+        if validator is None:
+            components = {"components": self.document["components"]}  # what the schema's "$ref"s point into
+            validator = self._validators[key] = Draft202012Validator({**schema, **components})
+        return [f"/{'/'.join(map(str, error.absolute_path))}: {error.message}" for error in
+                validator.iter_errors(instance)]
+
+    def _assert_valid(self, schema: dict[str, Any], answer: bytes, what: str) -> None:
+        errors = self.errors(schema, json.loads(answer))
+        assert not errors, f"the {what} does not match its schema: {errors[0]}; {answer!r:.300}"
 
 
 def _embed(client: TestClient, **body: Any):
@@ -103,6 +170,12 @@ def _error(response) -> dict[str, Any]:
 def test_the_fakes_encode():
     response = _embed(_client())
     assert response.status_code == 200 and response.json()["data"][0]["embedding"] == [0.5] * 4
+
+
+def test_truncated_inputs_are_counted_in_a_header():
+    response = _embed(_client(), input=["x" * (INFO.max_seq_len + 1), "short", "y" * 40])
+    assert response.status_code == 200 and response.headers[TRUNCATED_HEADER] == "2"
+    assert TRUNCATED_HEADER not in _embed(_client()).headers
 
 
 @pytest.mark.parametrize("failure, status, kind, code, retry_after", [
