@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import itertools
 import json
 import logging
 import os
@@ -41,6 +42,10 @@ ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16",
 OPENVINO, OPENVINO_INT8 = "openvino", "openvino-int8"
 # The default model with length grouping off: each batch padded to its longest row, as one block.
 UNGROUPED, UNGROUPED_PADDING_RATIO = "ungrouped", 1e9
+# The served tokenizer model alone against `tokenizers` in process: both at batch 64, the served one 2 in flight.
+TOKENIZER_IN_PROCESS = "HF tokenizers encode_batch (in-process)"
+TOKENIZER_SERVED = "bertserve tokenizer model alone (perf_analyzer, HTTP)"
+TOKENIZER_BATCH, TOKENIZER_IN_FLIGHT = 64, 2
 
 
 @dataclass(frozen=True)
@@ -58,13 +63,16 @@ class Settings:
     layer_depths: tuple[int, ...] = (-1, -3, -6)
     mixed_lengths: tuple[int, ...] = (8, 16, 32, 64, 128)
     many: int = 1024  # sentences in the one large SDK call
+    tail_seconds: float = 20.0  # one client, one sentence at a time: long enough for a p99.9 of ~1,000 requests
+    tokenizer_lengths: tuple[int, ...] = (16, 128)  # the served tokenizer alone against `tokenizers` in process
 
     @classmethod
     def quick(cls) -> Settings:
         # Short windows hold a request or two and never look stable: accept any window, speed is not judged here.
         # One point per sweep: every path of the harness runs, and the test suite waits less.
         return cls(seconds=0.5, window_ms=500, stability_percent=100_000, seq_lengths=(8,), seq_batch=4,
-                   client_batches=(8,), concurrencies=(2,), layer_depths=(-1, -6), mixed_lengths=(8, 32), many=256)
+                   client_batches=(8,), concurrencies=(2,), layer_depths=(-1, -6), mixed_lengths=(8, 32), many=256,
+                   tail_seconds=0.5, tokenizer_lengths=(16,))
 
 
 @dataclass
@@ -204,7 +212,8 @@ def run(settings: Settings, out: Path, repository: Optional[Path] = None) -> Res
             # -- in-process baselines ------------------------------------------------------------
             st64 = results.add("headline", st.name, "batch 64", 64, measure(st.encoder(texts[:64])))
             st1 = results.add("headline", st.name, "batch 1", 1, measure(st.encoder(single)))
-            results.add("headline", ort_baseline.name, "batch 64", 64, measure(ort_baseline.encoder(texts[:64])), st64)
+            ort64 = results.add("headline", ort_baseline.name, "batch 64", 64, measure(ort_baseline.encoder(texts[:64])),
+                                st64)
             results.add("headline", ort_baseline.name, "batch 1", 1, measure(ort_baseline.encoder(single)), st1)
             ov64 = _openvino_in_process(results, repo, tokenizer_file, texts, measure, st64, st1)
             fastembed = FastEmbedBaseline(model_dir, Path(scratch) / "fastembed")
@@ -234,14 +243,22 @@ def run(settings: Settings, out: Path, repository: Optional[Path] = None) -> Res
             pa1 = results.add("headline", name.format("gRPC"), "batch 1", 1, pa["grpc"].measure(model, data, 1, 1), st1)
             pa16 = results.add("headline", name.format("gRPC"), "16 clients x batch 1", 16,
                                pa["grpc"].measure(model, data, 1, 16), st64)
-            results.add("headline", name.format("HTTP"), "batch 64", 64, pa["http"].measure(model, data, 64, 1), st64)
+            pa_http64 = results.add("headline", name.format("HTTP"), "batch 64", 64,
+                                    pa["http"].measure(model, data, 64, 1), st64)
             results.add("headline", name.format("HTTP"), "batch 1", 1, pa["http"].measure(model, data, 1, 1), st1)
+            pa_http16 = results.add("headline", name.format("HTTP"), "16 clients x batch 1", 16,
+                                    pa["http"].measure(model, data, 1, 16), st64)
+            _tokenizer_alone(results, settings, tokenizer_file, pa["http"], Path(scratch))
 
             with Encoder(server.grpc_url, model=model) as grpc_sdk, Encoder(server.http_url, model=model) as http_sdk:
                 sdk = "bertserve (Python SDK, {})"
                 sdk64 = results.add("headline", sdk.format("gRPC"), "batch 64", 64,
                                     measure(_sdk_call(grpc_sdk, texts[:64])), st64)
-                sdk1 = results.add("headline", sdk.format("gRPC"), "batch 1", 1, measure(_sdk_call(grpc_sdk, single)), st1)
+                # One client, one sentence at a time, long enough to see the tail (p99.9, max): gRPC and HTTP.
+                tail = _timer(settings.tail_seconds)
+                sdk1 = results.add("headline", sdk.format("gRPC"), "batch 1", 1, tail(_sdk_call(grpc_sdk, single)), st1)
+                http_sdk1 = results.add("headline", sdk.format("HTTP"), "batch 1", 1, tail(_sdk_call(http_sdk, single)),
+                                        st1)
                 sdk16 = results.add("headline", sdk.format("gRPC"), "16 clients x batch 1", 16,
                                     measure(_sdk_call(grpc_sdk, single), clients=16), st64)
 
@@ -344,6 +361,10 @@ def run(settings: Settings, out: Path, repository: Optional[Path] = None) -> Res
                 pa16.result.sentences_per_s / pa64.result.sentences_per_s),
             single_p50_ms=pa1.result.p50_ms, sdk_single_p50_ms=sdk1.result.p50_ms, st_single_p50_ms=st1.result.p50_ms,
             int8_vs_st=int8.ratio,
+            http_concurrent16_vs_batch64=pa_http16.result.sentences_per_s / pa_http64.result.sentences_per_s,
+            sdk_concurrent16_vs_batch64=sdk16.result.sentences_per_s / sdk64.result.sentences_per_s,
+            onnxruntime_vs_in_process=pa64.result.sentences_per_s / ort64.result.sentences_per_s,
+            **_tail_facts("grpc", sdk1.result), **_tail_facts("http", http_sdk1.result),
         )
         if report.cpu_class(results.machine) == report.BF16_UNITS:  # a target there, and quick to measure again
             results.keep_faster(st_bf16_64, measure(st_bf16.encoder(texts[:64])))
@@ -351,6 +372,38 @@ def run(settings: Settings, out: Path, repository: Optional[Path] = None) -> Res
                                      "OpenVINO": (ov_pa, ov_sdk_rows)},
                            {"ONNX Runtime": (int8, "int8"), "OpenVINO": (ov_int8, "openvino_int8")}, st_bf16_64, ov64)
     return results
+
+
+def _tokenizer_alone(results: Results, settings: Settings, tokenizer_file: Path, http: PerfAnalyzer,
+                     scratch: Path) -> None:
+    """The served tokenizer model fed strings (batch 64, 2 in flight) against `tokenizers` `encode_batch` on the
+    same tokenizer.json, in batches of 64, at each of `settings.tokenizer_lengths`."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))  # as exported: the padding and truncation the model uses
+    for length in settings.tokenizer_lengths:
+        texts = workload.sentences(tokenizer, 512, length)
+        setting = f"{length} tokens, batch {TOKENIZER_BATCH}"
+        in_process = results.add("tokenizer", TOKENIZER_IN_PROCESS, setting, length,
+                                 timed(_encode_batches(tokenizer, texts), settings.seconds))
+        data = workload.write_input_data(texts, scratch / f"tokenizer{length}.json")
+        served = results.add("tokenizer", TOKENIZER_SERVED, f"{setting}, {TOKENIZER_IN_FLIGHT} in flight", length,
+                             http.measure(f"{DEFAULT_MODEL_NAME}_tokenizer", data, TOKENIZER_BATCH, TOKENIZER_IN_FLIGHT))
+        results.facts[f"tokenizer{length}_vs_in_process"] = (
+            served.result.sentences_per_s / in_process.result.sentences_per_s)
+
+
+def _encode_batches(tokenizer: Any, texts: list[str]) -> Callable[[], int]:
+    """A call that tokenizes the next batch of 64 of `texts` in process, round and round (as perf_analyzer cycles)."""
+    batches = [texts[i:i + TOKENIZER_BATCH] for i in range(0, len(texts), TOKENIZER_BATCH)]
+    turns = itertools.count()
+    return lambda: len(tokenizer.encode_batch(batches[next(turns) % len(batches)]))
+
+
+def _tail_facts(protocol: str, m: Measurement) -> dict[str, float]:
+    """One client's latency tail over `protocol`, for the stall target (p99.9 against p50)."""
+    return {f"tail_{protocol}_p50_ms": m.p50_ms, f"tail_{protocol}_p999_ms": m.p999_ms,
+            f"tail_{protocol}_max_ms": m.max_ms}
 
 
 def _record_cosines(results: Results, prefix: str, reference: np.ndarray, vectors: np.ndarray) -> None:
@@ -396,6 +449,12 @@ def _cpu_runtime_facts(results: Results, services: dict[str, tuple[dict[int, Row
                if mean >= report.INT8_COSINE_MEAN and low >= report.INT8_COSINE_MIN]
     int8_best = max(passing or list(int8s), key=lambda runtime: int8s[runtime][0].result.sentences_per_s)
     ov_pa, ov_sdk = services["OpenVINO"]
+    ort_pa, ort_sdk = services["ONNX Runtime"]
+    # The CPU default's rule (issue 20): OpenVINO, precision auto, unless slower than ONNX Runtime fp32 at a load.
+    for load, key in ((1, "batch1"), (64, "batch64"), (16, "clients16")):
+        f[f"openvino_vs_onnxruntime_{key}"] = ov_pa[load].result.sentences_per_s / ort_pa[load].result.sentences_per_s
+        f[f"openvino_vs_onnxruntime_sdk_{key}"] = (
+            ov_sdk[load].result.sentences_per_s / ort_sdk[load].result.sentences_per_s)
     f.update(
         service=best, service_batch64_vs_st=pa[64].ratio, service_sdk_batch64_vs_st=sdk[64].ratio,
         service_vs_st_bf16=pa[64].result.sentences_per_s / st_bf16_64.result.sentences_per_s,

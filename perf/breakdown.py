@@ -1,6 +1,9 @@
 """Where a served request's time goes: one exported model re-served under several deployments (tokenizer
 instances, OpenVINO hint, encoder batching delay), each measured with SDK clients and Triton's own per-step
-statistics. `python -m perf.breakdown REPOSITORY MODEL`; the model's weights are reused, only configs change."""
+statistics. `python -m perf.breakdown REPOSITORY MODEL`; the model's weights are reused, only configs change.
+
+With `--hops`: what each hop costs a one-sentence request instead (perf/hops.py), as a table and, with `--json`,
+as JSON."""
 
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from bertserve.model_repository.config import parse
 from bertserve.model_repository.deployment import PerformanceHint
 from bertserve.server import ServerConfig, TritonServer
 
-from . import workload
+from . import hops, workload
 from .bench import _machine
 from .measure import timed
 from .variants import copy_as
@@ -92,11 +95,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m perf.breakdown", description=__doc__)
     parser.add_argument("repository", type=Path)
     parser.add_argument("model")
-    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--seconds", type=float, default=8.0, help="per deployment, or per request path with --hops")
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--tokens", type=int, default=16)
+    parser.add_argument("--hops", action="store_true", help="what each hop costs a one-sentence request")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="with --hops: write the figures there too")
     args = parser.parse_args(argv)
+    if args.hops:
+        return hops.main(args.repository, args.model, args.seconds, args.tokens, args.json)
     print("\n".join(measure(args.repository, args.model, args.seconds, args.clients, args.batch, args.tokens)))
     return 0
 

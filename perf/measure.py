@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -15,6 +15,24 @@ class Measurement:
     sentences_per_s: float
     p50_ms: float
     p99_ms: float
+    # The tail, where the loop kept every latency (timed does; perf_analyzer reports p99 at most).
+    p999_ms: Optional[float] = None
+    max_ms: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class Tail:
+    """A latency distribution's middle and tail: how far the slowest requests are from the typical one."""
+
+    requests: int
+    p50_ms: float
+    p999_ms: float
+    max_ms: float
+
+
+def tail(ms: np.ndarray) -> Tail:
+    """p50, p99.9 and max of latencies in ms."""
+    return Tail(len(ms), float(np.percentile(ms, 50)), float(np.percentile(ms, 99.9)), float(ms.max()))
 
 
 def timed(call: Callable[[], int], seconds: float, clients: int = 1, warmup: int = 2) -> Measurement:
@@ -43,4 +61,5 @@ def timed(call: Callable[[], int], seconds: float, clients: int = 1, warmup: int
         thread.join()
     wall = time.perf_counter() - started
     ms = np.array(latencies) * 1000
-    return Measurement(done[0] / wall, float(np.percentile(ms, 50)), float(np.percentile(ms, 99)))
+    spread = tail(ms)
+    return Measurement(done[0] / wall, spread.p50_ms, float(np.percentile(ms, 99)), spread.p999_ms, spread.max_ms)

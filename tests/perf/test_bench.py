@@ -10,8 +10,9 @@ import json
 import logging
 import re
 
-from perf.bench import main
-from perf.report import CPU_TARGETS_TITLE, FRONTDOOR_TITLE, SWEEPS, cpu_class
+from perf.bench import TOKENIZER_IN_PROCESS, TOKENIZER_SERVED, main
+from perf.report import (CPU_TARGETS_TITLE, FRONTDOOR_TITLE, GPU_TARGETS, HOST_PATH_GOALS, HOST_PATH_TITLE,
+                         SWEEPS, TOKENIZER_TITLE, cpu_class, verdict)
 
 from .markdown import tables
 from .rounding import agrees, ratio_agrees, ratio_interval
@@ -47,8 +48,11 @@ def test_quick_bench_table_states_what_it_measured(tmp_path, variants_repository
     headline = {row["system"] for row in rows if row["sweep"] == "headline"}
     in_process_openvino = {system for system in headline if OPENVINO_IN_PROCESS.fullmatch(system)}
     assert headline - in_process_openvino == SYSTEMS and in_process_openvino
-    assert {"seq_len", "batch", "clients", "layer", "mixed", "frontdoor"} <= {row["sweep"] for row in rows}
+    assert {"seq_len", "batch", "clients", "layer", "mixed", "frontdoor", "tokenizer"} <= {row["sweep"] for row in rows}
     assert all(row["sentences_per_s"] > 0 and 0 < row["p50_ms"] <= row["p99_ms"] for row in rows)
+    # The tail where the loop kept every latency (in-process and SDK timing), never where perf_analyzer measured.
+    assert all(row["p99_ms"] <= row["p999_ms"] <= row["max_ms"] for row in rows if row["p999_ms"] is not None)
+    assert not [row for row in rows if "perf_analyzer" in row["system"] and row["max_ms"] is not None]
     for plot in ("headline", "seq_len", "batch", "clients", "layer"):
         assert (tmp_path / f"{plot}.png").stat().st_size > 1000
 
@@ -62,7 +66,7 @@ def test_quick_bench_table_states_what_it_measured(tmp_path, variants_repository
     # Every row appears in the table with the figures results.json holds.
     text = markdown.read_text()
     headings = {"headline": "Against the alternatives", "mixed": "Mixed-length traffic", "frontdoor": FRONTDOOR_TITLE,
-                **{sweep: title for sweep, (title, _) in SWEEPS.items()}}
+                "tokenizer": TOKENIZER_TITLE, **{sweep: title for sweep, (title, _) in SWEEPS.items()}}
     cells = {(heading, r["system"], r["load"]): r for heading, table in tables(text).items() for r in table
              if "load" in r}
     for row in rows:
@@ -130,6 +134,48 @@ def test_quick_bench_table_states_what_it_measured(tmp_path, variants_repository
     (first,) = [r for r in cpu_targets.values() if r["target"].startswith("service batch-64 throughput")
                 and r["target"].endswith("fp32")]
     assert first["measured"].startswith(f"{facts['service_batch64_vs_st']:.2f}× ({faster} export")
+
+    # Issue 20's host-path targets: each verdict from facts that are ratios of this run's rows.
+    settings = data["settings"]
+    for length in settings["tokenizer_lengths"]:
+        tokenizer_rows = {r["system"]: r for r in rows if r["sweep"] == "tokenizer" and r["value"] == length}
+        assert set(tokenizer_rows) == {TOKENIZER_IN_PROCESS, TOKENIZER_SERVED}
+        assert ratio_agrees(facts[f"tokenizer{length}_vs_in_process"], tokenizer_rows[TOKENIZER_SERVED]["sentences_per_s"],
+                            tokenizer_rows[TOKENIZER_IN_PROCESS]["sentences_per_s"])
+    for protocol, label in (("grpc", "gRPC"), ("http", "HTTP")):
+        one = row_of(f"bertserve (Python SDK, {label})", "batch 1")
+        assert [round(facts[f"tail_{protocol}_{key}_ms"], 3) for key in ("p50", "p999", "max")] == [
+            one["p50_ms"], one["p999_ms"], one["max_ms"]]
+    pa_http = "bertserve (perf_analyzer, HTTP)"
+    assert ratio_agrees(facts["http_concurrent16_vs_batch64"], row_of(pa_http, "16 clients x batch 1")["sentences_per_s"],
+                        row_of(pa_http, "batch 64")["sentences_per_s"])
+    assert ratio_agrees(facts["sdk_concurrent16_vs_batch64"], row_of(sdk, "16 clients x batch 1")["sentences_per_s"],
+                        row_of(sdk, "batch 64")["sentences_per_s"])
+    assert ratio_agrees(facts["onnxruntime_vs_in_process"], pa64["sentences_per_s"],
+                        row_of("ONNX Runtime (in-process, same graph)", "batch 64")["sentences_per_s"])
+    for load, setting in (("batch1", "batch 1"), ("batch64", "batch 64"), ("clients16", "16 clients x batch 1")):
+        for prefix, ov, ort in (("openvino_vs_onnxruntime", service["OpenVINO"], service["ONNX Runtime"]),
+                                ("openvino_vs_onnxruntime_sdk", f"{sdk}, OpenVINO", sdk)):
+            assert ratio_agrees(facts[f"{prefix}_{load}"], row_of(ov, setting)["sentences_per_s"],
+                                row_of(ort, setting)["sentences_per_s"]), (prefix, load)
+    host = tables(text)[HOST_PATH_TITLE]
+    goals = HOST_PATH_GOALS
+    judged = [  # (fact or value, goal, lower is better) per row, in the table's order
+        *((facts[f"tokenizer{length}_vs_in_process"], goals["tokenizer"], False) for length in settings["tokenizer_lengths"]),
+        *((facts[f"tail_{p}_p999_ms"] / facts[f"tail_{p}_p50_ms"], goals["tail"], True) for p in ("grpc", "http")),
+        *((facts[fact], goals["clients"], False) for fact in ("concurrent16_vs_batch64", "http_concurrent16_vs_batch64",
+                                                              "sdk_concurrent16_vs_batch64")),
+        (facts["frontdoor_16_vs_sdk"], goals["door"], False),
+        (facts["openvino_vs_in_process"], goals["in_process"], False),
+        (facts["onnxruntime_vs_in_process"], goals["in_process"], False),
+        (min(facts[f"openvino_vs_onnxruntime_{load}"] for load in ("batch1", "batch64", "clients16")), goals["default"],
+         False),
+    ]
+    assert len(host) == len(judged) + len(GPU_TARGETS)
+    for row, (value, goal, lower) in zip(host, judged):
+        assert row["measured"].startswith(f"{value:.2f}×") or row["measured"].startswith(f"lowest {value:.2f}×"), row
+        assert row["met"] == verdict(value, goal, lower), row
+    assert all(row["met"] == "not measured" and "no GPU" in row["measured"] for row in host[len(judged):])
 
     # The table is a pure function of results.json: re-rendering it measures nothing and changes nothing.
     again = tmp_path / "again" / "BENCHMARKS.md"  # same layout: plots beside the table
