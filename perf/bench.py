@@ -14,6 +14,7 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -168,10 +169,10 @@ def export_models(settings: Settings, repo: Path) -> None:
                      deployment=Deployment(runtime=Runtime.OPENVINO)),
     ]
     for config in configs:
-        if _exported(repo, str(config.name)):
+        if _exported(repo, str(config.name), config.deployment.runtime.value, config.precision.value):
             _log.info("reusing %s from %s", config.name, repo)
-        else:
-            export_model(config)
+        else:  # absent, or another export under its name (the default model of a CPU with bf16 units: OpenVINO)
+            export_model(dataclasses.replace(config, overwrite=True))
     # The length-grouping lever switched off: every batch runs as one block padded to its longest row.
     if _exported(repo, UNGROUPED):
         _log.info("reusing %s from %s", UNGROUPED, repo)
@@ -179,8 +180,13 @@ def export_models(settings: Settings, repo: Path) -> None:
         copy_as(repo, repo, DEFAULT_MODEL_NAME, padding_ratio(UNGROUPED_PADDING_RATIO), new_name=UNGROUPED)
 
 
-def _exported(repo: Path, name: str) -> bool:
-    return (repo / name / "bertserve.json").is_file()
+def _exported(repo: Path, name: str, runtime: Optional[str] = None, precision: Optional[str] = None) -> bool:
+    """Whether `repo` holds model `name`, exported for `runtime` and `precision` where they are given."""
+    stamp = repo / name / "bertserve.json"
+    if not stamp.is_file():
+        return False
+    info = json.loads(stamp.read_text())
+    return all(want is None or info.get(key) == want for key, want in (("runtime", runtime), ("precision", precision)))
 
 
 def run(settings: Settings, out: Path, repository: Optional[Path] = None) -> Results:

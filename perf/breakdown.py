@@ -20,6 +20,7 @@ from bertserve import Encoder, contract
 from bertserve.model_repository import repository
 from bertserve.model_repository.config import parse
 from bertserve.model_repository.deployment import PerformanceHint
+from bertserve.model_repository.repository import NATIVE_ENCODER_QUEUE_DELAY_US
 from bertserve.server import ServerConfig, TritonServer
 
 from . import hops, workload
@@ -28,12 +29,12 @@ from .measure import timed
 from .variants import copy_as
 
 
-def _two_tokenizers(tokenizer, encoder) -> None:
-    tokenizer.instance_group[0].count = 2
+def _one_instance_each(tokenizer, encoder) -> None:
+    tokenizer.instance_group[0].count = encoder.instance_group[0].count = 1
 
 
-def _no_batching_delay(tokenizer, encoder) -> None:
-    encoder.dynamic_batching.max_queue_delay_microseconds = 0
+def _batching_delay(tokenizer, encoder) -> None:
+    encoder.dynamic_batching.max_queue_delay_microseconds = NATIVE_ENCODER_QUEUE_DELAY_US
 
 
 def _latency_hint(tokenizer, encoder) -> None:
@@ -49,8 +50,9 @@ class Variant:
 
 
 def variants(openvino: bool) -> list[Variant]:
-    found = [Variant("as exported"), Variant("2 tokenizer instances", _two_tokenizers),
-             Variant("no encoder batching delay", _no_batching_delay)]
+    # The exports' defaults, each undone: two instances of each model, no batching delay in the Python backend.
+    found = [Variant("as exported"), Variant("1 instance of each model", _one_instance_each),
+             Variant("encoder batching delay 2 ms", _batching_delay)]
     return found + ([Variant("OpenVINO latency hint", _latency_hint)] if openvino else [])
 
 

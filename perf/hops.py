@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 from tokenizers import Tokenizer
 
-from bertserve.model_repository.repository import component_names
+from bertserve.model_repository.repository import NATIVE_ENCODER_QUEUE_DELAY_US, component_names
 from bertserve.server import ServerConfig, TritonServer
 
 from . import workload
@@ -31,7 +31,7 @@ from .variants import copy_as
 STEPS = ("queue", "compute_input", "compute_infer", "compute_output")
 TOKEN_TENSORS = ("input_ids", "attention_mask", "token_type_ids")
 # The batcher delay the ensemble is measured again with: 0 where the export has one, this where it has none.
-DELAY_US = 2000
+DELAY_US = NATIVE_ENCODER_QUEUE_DELAY_US  # the delay an export without one is compared with
 OTHER_DELAY = "ensemble, gRPC, the encoder's other batcher delay"
 
 

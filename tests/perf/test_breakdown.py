@@ -15,7 +15,8 @@ from ..conftest import DEFAULT_NAME
 
 def test_variants_rewrite_only_the_configs_they_vary(variants_repository, tmp_path):
     by_label = {v.label: v for v in variants(openvino=True)}
-    assert set(by_label) == {"as exported", "2 tokenizer instances", "no encoder batching delay", "OpenVINO latency hint"}
+    assert set(by_label) == {"as exported", "1 instance of each model", "encoder batching delay 2 ms",
+                             "OpenVINO latency hint"}
     for label, variant in by_label.items():
         target = tmp_path / label.replace(" ", "-")
         target.mkdir()
@@ -23,16 +24,18 @@ def test_variants_rewrite_only_the_configs_they_vary(variants_repository, tmp_pa
         tokenizer = parse((target / f"{OPENVINO}_tokenizer" / "config.pbtxt").read_text())
         encoder = parse((target / f"{OPENVINO}_encoder" / "config.pbtxt").read_text())
         exported_tokenizer = parse((variants_repository / f"{OPENVINO}_tokenizer" / "config.pbtxt").read_text())
-        assert tokenizer.instance_group[0].count == (
-            2 if label == "2 tokenizer instances" else exported_tokenizer.instance_group[0].count)
+        exported = parse((variants_repository / f"{OPENVINO}_encoder" / "config.pbtxt").read_text())
+        one = label == "1 instance of each model"
+        assert (tokenizer.instance_group[0].count, encoder.instance_group[0].count) == (
+            (1, 1) if one else (exported_tokenizer.instance_group[0].count, exported.instance_group[0].count))
         assert encoder.parameters["performance_hint"].string_value == (
             "latency" if label == "OpenVINO latency hint" else "throughput")
-        # Everything else stays as exported.
-        exported = parse((variants_repository / f"{OPENVINO}_encoder" / "config.pbtxt").read_text())
         assert encoder.dynamic_batching.max_queue_delay_microseconds == (
-            0 if label == "no encoder batching delay" else exported.dynamic_batching.max_queue_delay_microseconds)
+            2000 if label == "encoder batching delay 2 ms" else exported.dynamic_batching.max_queue_delay_microseconds)
+        # Everything else stays as exported.
         exported.parameters["performance_hint"].string_value = encoder.parameters["performance_hint"].string_value
         exported.dynamic_batching.max_queue_delay_microseconds = encoder.dynamic_batching.max_queue_delay_microseconds
+        exported.instance_group[0].count = encoder.instance_group[0].count
         assert encoder == exported
         assert (target / f"{OPENVINO}_encoder" / "1" / "model.xml").read_bytes() == (
             variants_repository / f"{OPENVINO}_encoder" / "1" / "model.xml").read_bytes()
