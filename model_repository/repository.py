@@ -31,6 +31,7 @@ TEXT_INPUTS = (
     TensorSpec("text", "TYPE_STRING", (1,)),
     TensorSpec("text_pair", "TYPE_STRING", (1,), optional=True),
     TensorSpec("is_tokenized", "TYPE_BOOL", (1,), optional=True),
+    TensorSpec(contract.RETURN_TOKENS, "TYPE_BOOL", (1,), optional=True),
 )
 # What the tokenizer tells clients besides ids: the tokens the encoder sees, and the count before truncation.
 TOKEN_INFO = (TensorSpec("tokens", "TYPE_STRING", (-1,)), TensorSpec("token_count", "TYPE_INT64", (1,)))

@@ -293,7 +293,8 @@ class Encoder:
         info = self.info()
         if padded and not info.token_level:
             raise InvalidInputError(f"padded=True is for token-level models; {info.name!r} pools to one vector per input")
-        batches = _batches(texts, is_tokenized, self._request_size(info))
+        asks = show_tokens and info.format_version >= contract.RETURN_TOKENS_FORMAT  # older exports always send them
+        batches = _batches(texts, is_tokenized, self._request_size(info), asks)
         outputs = ["embedding", "token_count"] + (["tokens"] if show_tokens else [])
         outputs += ["attention_mask"] if info.token_level else []
         return info, self._run(info.name, batches, outputs, progress)
@@ -403,8 +404,9 @@ class Encoder:
             return self._pool
 
 
-def _batches(texts: Sequence[Any], is_tokenized: bool, size: int) -> list[_Batch]:
-    """Validate the inputs and cut them into request tensors, naming the first bad item."""
+def _batches(texts: Sequence[Any], is_tokenized: bool, size: int, show_tokens: bool) -> list[_Batch]:
+    """Validate the inputs and cut them into request tensors, naming the first bad item; with `show_tokens`, each
+    request asks for the tokens (the server builds them only when asked)."""
     if isinstance(texts, (str, bytes)):
         raise InvalidInputError("encode() takes a list of strings; wrap a single sentence in a list: encode([text])")
     if not isinstance(texts, (Sequence, np.ndarray)):
@@ -426,6 +428,8 @@ def _batches(texts: Sequence[Any], is_tokenized: bool, size: int) -> list[_Batch
             inputs["text_pair"] = np.array(seconds[chunk], dtype=np.object_).reshape(n, 1)
         if is_tokenized:
             inputs["is_tokenized"] = np.ones((n, 1), dtype=np.bool_)
+        if show_tokens:
+            inputs[contract.RETURN_TOKENS] = np.ones((n, 1), dtype=np.bool_)
         batches.append(_Batch(inputs, n))
     return batches
 

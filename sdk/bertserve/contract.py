@@ -20,6 +20,11 @@ NOT_COUNTED = -1
 MAX_REQUEST_BYTES = "max_request_bytes"
 DEFAULT_MAX_REQUEST_BYTES = 32 << 20
 
+# Optional BOOL input per item: return the tokens the encoder sees (show_tokens). Without it, or false for every item
+# of a request, the request's `tokens` output holds no strings (shape [n, 0]): building them costs a string per token.
+RETURN_TOKENS = "return_tokens"
+RETURN_TOKENS_FORMAT = 4  # the first export format (info.FORMAT_VERSION) whose models take it; older ones always send
+
 # Encoder model parameter (Python backend): what runs the exported graph, "onnxruntime" or "torch".
 ENCODER_RUNTIME = "runtime"
 

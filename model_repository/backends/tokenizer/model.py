@@ -1,12 +1,16 @@
 """Triton Python backend: UTF-8 strings -> WordPiece ids, attention mask and segment ids.
 
 Inputs per item: `text`; optionally `text_pair` (the second segment of a
-pair, empty for none) and `is_tokenized` (then `text` is a JSON list of tokens,
-mapped to ids as given, unknown ones to the unknown token). Outputs also carry
-the tokens the encoder sees (after truncation) and each item's token count
-before truncation, so clients can warn about or refuse truncated input.
+pair, empty for none), `is_tokenized` (then `text` is a JSON list of tokens,
+mapped to ids as given, unknown ones to the unknown token) and `return_tokens`.
+Outputs also carry each item's token count before truncation, so clients can
+warn about or refuse truncated input, and, for a request that sets
+`return_tokens`, the tokens the encoder sees (after truncation); other requests
+get a `tokens` output of no strings (shape [n, 0]).
 
-All requests of a batch are tokenised in one fast-tokenizer call; each request
+All requests of a batch are tokenised in one fast-tokenizer call, and their
+arrays built from the flattened ids with numpy, not row by row: on the common
+path (plain text or pairs) no Python runs per token. Each request
 gets its rows back, padded only to its own longest item, or, when the model
 lists length buckets (native encoder backends), up to the smallest bucket that
 holds it, so that requests of similar length have equal shapes and merge. A request with bad
@@ -20,6 +24,7 @@ max_seq_len tokens is cut before tokenizing, and its count reported as
 
 import json
 import re
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -47,11 +52,17 @@ def _optional(request, name):
     return None if tensor is None else tensor.as_numpy().reshape(-1)
 
 
-def _segment_without_tokens(type_ids, pair):
-    """Whether a segment kept no token but [CLS] and [SEP] (its text was only characters the tokenizer drops)."""
-    second = sum(type_ids)  # the second segment and its [SEP] have type id 1
-    first = len(type_ids) - second
-    return first <= 2 or (pair and second <= 1)
+def _flat(lists, dtype):
+    """The concatenation of `lists` as one numpy array."""
+    return np.array(list(chain.from_iterable(lists)), dtype)
+
+
+def _rows(flat, lengths, width, fill):
+    """`flat` (the items' values one after another) as rows of `width`, each padded after its `lengths` values."""
+    mask = np.arange(width) < lengths[:, None]
+    rows = np.full((len(lengths), width), fill, dtype=flat.dtype)
+    rows[mask] = flat
+    return rows, mask
 
 
 def _cut(text, budget):
@@ -75,6 +86,9 @@ class TritonPythonModel:
         self.counter = Tokenizer.from_file(path)  # no truncation: counts the tokens of over-long input
         self.counter.no_padding()
         self.counter.no_truncation()
+        # Only an item truncated to exactly this many tokens can have overflowed.
+        truncation = self.tokenizer.truncation
+        self.truncated_len = truncation["max_length"] if truncation else None
         self.max_len = int(params["max_seq_len"])
         self.budget = contract.char_budget(self.max_len)
         self.max_request_bytes = int(params.get(contract.MAX_REQUEST_BYTES, contract.DEFAULT_MAX_REQUEST_BYTES))
@@ -101,8 +115,31 @@ class TritonPythonModel:
         first, second = _cut(text, self.budget), _cut(pair, self.budget)
         return ((first, second) if pair else first), len(first) < len(text) or len(second) < len(pair)
 
+    def _items(self, texts, pairs, flags):
+        """One request's items as `_item` gives them, and masks of the items that are pairs and that were cut (None:
+        none); for the whole request at once where it is plain text, item by item (for the exact error, given tokens
+        or a cut) where anything is unusual."""
+        if flags is None or not flags.any():
+            try:
+                firsts = [raw.decode("utf-8") for raw in texts]
+                seconds = None if pairs is None else [raw.decode("utf-8") for raw in pairs]
+            except (UnicodeDecodeError, AttributeError):
+                firsts = None
+            if (firsts is not None and all(map(str.strip, firsts)) and max(map(len, firsts)) <= self.budget
+                    and (seconds is None or (all(map(str.strip, filter(None, seconds)))
+                                             and max(map(len, seconds)) <= self.budget))):
+                if seconds is None or not any(seconds):
+                    return firsts, None, None
+                items = [(first, second) if second else first for first, second in zip(firsts, seconds)]
+                return items, np.fromiter(map(bool, seconds), bool, len(seconds)), None
+        flags = np.zeros(len(texts), bool) if flags is None else flags.astype(bool)
+        items = [self._item(i, text, None if pairs is None else pairs[i], bool(flags[i]))
+                 for i, text in enumerate(texts)]
+        return ([item for item, _ in items], np.array([isinstance(item, tuple) for item, _ in items]),
+                np.array([cut for _, cut in items]))
+
     def _check_size(self, texts, pairs):
-        size = sum(len(raw) for raw in texts) + (sum(len(raw) for raw in pairs) if pairs is not None else 0)
+        size = sum(map(len, texts)) + (sum(map(len, pairs)) if pairs is not None else 0)
         if size > self.max_request_bytes:
             raise ValueError(f"the request carries {size:,} bytes of text, over the limit of {self.max_request_bytes:,} "
                              f"({contract.MAX_REQUEST_BYTES}); send fewer or shorter items per request")
@@ -120,61 +157,93 @@ class TritonPythonModel:
             return answer_failure(requests, "tokenizer")
 
     def _execute(self, requests):
-        items, problems = [], {}
+        problems, parsed = {}, []  # parsed: (request index, items, pair mask, cut mask, whether tokens are wanted)
         for r, request in enumerate(requests):
             texts = pb_utils.get_input_tensor_by_name(request, "text").as_numpy().reshape(-1)
             pairs = _optional(request, "text_pair")
             flags = _optional(request, "is_tokenized")
+            wanted = _optional(request, contract.RETURN_TOKENS)
             try:
                 self._check_size(texts, pairs)
-                items.append([
-                    self._item(i, text, None if pairs is None else pairs[i], bool(flags[i]) if flags is not None else False)
-                    for i, text in enumerate(texts)
-                ])
+                items, is_pair, cut = self._items(texts, pairs, flags)
             except ValueError as exc:
                 problems[r] = str(exc)
-                items.append([])
-
-        flat = [(r, i, item, cut) for r, request_items in enumerate(items) for i, (item, cut) in enumerate(request_items)]
-        encoded = iter(self.tokenizer.encode_batch([item for _, _, item, _ in flat if not isinstance(item, list)]))
-        rows = []  # (ids, tokens, type_ids, untruncated count) per item
-        for r, i, item, cut in flat:
-            if isinstance(item, list):
-                ids, tokens, count = self._given_tokens(item)
-                rows.append((ids, tokens, [0] * len(ids), count))
                 continue
-            encoding = next(encoded)
-            if not encoding.overflowing and _segment_without_tokens(encoding.type_ids, isinstance(item, tuple)):
-                problems.setdefault(r, f"input item {i} has no text the tokenizer keeps (only whitespace, control or "
-                                       "format characters); send text")
-            count = len(encoding.ids)
-            if cut:
-                count = contract.NOT_COUNTED
-            elif encoding.overflowing:
-                count = len(self.counter.encode(*item).ids if isinstance(item, tuple) else self.counter.encode(item).ids)
-            rows.append((encoding.ids, encoding.tokens, encoding.type_ids, count))
+            parsed.append((r, items, is_pair, cut, wanted is not None and bool(wanted.any())))
 
-        responses, start = [], 0
-        for r, request_items in enumerate(items):
-            mine = rows[start : start + len(request_items)]
-            start += len(request_items)
-            if r in problems:
-                error = pb_utils.TritonError(problems[r], pb_utils.TritonError.INVALID_ARG)
-                responses.append(pb_utils.InferenceResponse(error=error))
-                continue
-            width = contract.bucket_width(max(len(ids) for ids, _, _, _ in mine), self.buckets)
-            arrays = {
-                "input_ids": np.zeros((len(mine), width), np.int64),
-                "attention_mask": np.zeros((len(mine), width), np.int64),
-                "token_type_ids": np.zeros((len(mine), width), np.int64),
-                "tokens": np.full((len(mine), width), b"", dtype=np.object_),
-                "token_count": np.array([[count] for _, _, _, count in mine], np.int64),
-            }
-            for row, (ids, tokens, type_ids, _) in enumerate(mine):
-                arrays["input_ids"][row, : len(ids)] = ids
-                arrays["attention_mask"][row, : len(ids)] = 1
-                arrays["token_type_ids"][row, : len(ids)] = type_ids
-                arrays["tokens"][row, : len(ids)] = [t.encode("utf-8") for t in tokens]
-            tensors = [pb_utils.Tensor(name, value) for name, value in arrays.items()]
-            responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
-        return responses
+        flat = [item for _, items, _, _, _ in parsed for item in items]
+        given = any(cut is not None for *_, cut, _ in parsed) and any(isinstance(item, list) for item in flat)
+        encodings = self.tokenizer.encode_batch([item for item in flat if not isinstance(item, list)] if given else flat)
+        if given:  # bert-as-service's pre-tokenized items, in their places among the encodings
+            texts = iter(encodings)
+            encodings = [self._given_tokens(item) if isinstance(item, list) else next(texts) for item in flat]
+        arrays, start = [None] * len(requests), 0
+        for r, items, is_pair, cut, wanted in parsed:
+            mine = encodings[start : start + len(items)]
+            start += len(items)
+            arrays[r] = self._arrays(items, mine, is_pair, cut, wanted, r, problems)
+        return [self._response(arrays[r], problems.get(r)) for r in range(len(requests))]
+
+    def _arrays(self, items, encodings, is_pair, cut, wanted, r, problems):
+        """One request's output arrays from its items' encodings (tuples for given tokens), or None with its problem
+        in `problems[r]`."""
+        given = [isinstance(e, tuple) for e in encodings] if cut is not None else None
+        if given is not None and any(given):
+            ids = [e[0] if g else e.ids for e, g in zip(encodings, given)]
+        else:
+            given, ids = None, [e.ids for e in encodings]
+        lengths = np.fromiter(map(len, ids), np.int64, len(ids))
+        width = contract.bucket_width(int(lengths.max()), self.buckets)
+        input_ids, mask = _rows(_flat(ids, np.int64), lengths, width, 0)
+        if is_pair is not None and is_pair.any():
+            type_ids = [[0] * len(e[0]) if given and given[i] else e.type_ids for i, e in enumerate(encodings)]
+            token_type_ids, _ = _rows(_flat(type_ids, np.int64), lengths, width, 0)
+        else:
+            token_type_ids = np.zeros_like(input_ids)
+
+        # Overflowed: truncated to exactly truncated_len with tokens left over (only those are checked).
+        overflowed = np.zeros(len(items), bool)
+        if self.truncated_len is not None:
+            for i in np.flatnonzero(lengths == self.truncated_len):
+                overflowed[i] = not (given and given[i]) and bool(encodings[i].overflowing)
+        # A segment that kept no token but [CLS] and [SEP]: its text was only characters the tokenizer drops.
+        second = token_type_ids.sum(1)  # the second segment and its [SEP] have type id 1
+        empty = ~overflowed & (lengths - second <= 2)
+        if is_pair is not None:
+            empty |= ~overflowed & is_pair & (second <= 1)
+        if given:
+            empty &= ~np.array(given)
+        if empty.any():
+            problems.setdefault(r, f"input item {int(np.argmax(empty))} has no text the tokenizer keeps (only "
+                                   "whitespace, control or format characters); send text")
+            return None
+
+        counts = lengths.copy()
+        recount = overflowed if cut is None else overflowed & ~cut  # a cut item is never counted: its work is bounded
+        if recount.any():
+            over = np.flatnonzero(recount)
+            recounted = self.counter.encode_batch([items[i] for i in over])
+            counts[over] = [len(e) for e in recounted]
+        if given:
+            counts[np.array(given)] = [e[2] for e, g in zip(encodings, given) if g]
+        if cut is not None:
+            counts[cut] = contract.NOT_COUNTED
+        if wanted:
+            tokens = [e[1] if given and given[i] else e.tokens for i, e in enumerate(encodings)]
+            token_strings, _ = _rows(np.array([t.encode("utf-8") for t in chain.from_iterable(tokens)], np.object_),
+                                     lengths, width, b"")
+        else:
+            token_strings = np.empty((len(items), 0), np.object_)
+        return {
+            "input_ids": input_ids,
+            "attention_mask": mask.astype(np.int64),
+            "token_type_ids": token_type_ids,
+            "tokens": token_strings,
+            "token_count": counts.reshape(-1, 1),
+        }
+
+    @staticmethod
+    def _response(arrays, problem):
+        if problem is not None:
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(problem, pb_utils.TritonError.INVALID_ARG))
+        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(n, v) for n, v in arrays.items()])
