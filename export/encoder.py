@@ -15,7 +15,7 @@ import torch
 from bertserve import contract
 from bertserve.errors import ExportError
 from bertserve.model_repository.deployment import Runtime
-from bertserve.model_repository.repository import TOKEN_TENSORS
+from bertserve.model_repository.repository import TOKEN_TENSORS, openvino_precision
 
 from . import openvino
 from ._logging import quiet
@@ -26,7 +26,7 @@ from .pooling import Pooling
 from .tokenizer import PreparedTokenizer, encoder_inputs
 
 INPUT_NAMES = TOKEN_TENSORS
-OUTPUT_NAME = "embedding"
+OUTPUT_NAME = contract.EMBEDDING
 TOLERANCE = 1e-4  # fp32: max abs difference to transformers
 # Reduced precision: cosine similarity of the vectors to transformers' fp32 ones, (smallest, mean).
 MIN_COSINE = {Precision.FP16: (0.999, 0.999), Precision.BF16: (0.999, 0.999), Precision.INT8: (0.95, 0.99)}
@@ -104,7 +104,7 @@ def _export_openvino(plan, bert, graph, sample, path, precision, tokenizer, chec
         # Emulated bf16 is slow on CPUs without bf16 units: a sample of every length the corpus holds.
         sample_rows = [{name: value[::_BF16_SAMPLE] for name, value in batch.items()} for batch in corpus]
         _log.info("checking the encoder in bf16, emulated in PyTorch, on %d sentences of the corpus",
-                  sum(len(batch["input_ids"]) for batch in sample_rows))
+                  sum(len(batch[contract.INPUT_IDS]) for batch in sample_rows))
         emulated = copy.deepcopy(graph).half_encoder(torch.bfloat16)
         with torch.no_grad():
             got = [emulated(*(torch.from_numpy(b[name]) for name in INPUT_NAMES)).numpy() for b in sample_rows]
@@ -121,7 +121,7 @@ def _export_openvino(plan, bert, graph, sample, path, precision, tokenizer, chec
     onnx_path.unlink()
     from bertserve.model_repository.backends.openvino import computed_precision
 
-    computed = computed_precision(contract.openvino_precision(precision.value))
+    computed = computed_precision(openvino_precision(precision.value))
     if precision is not Precision.INT8:
         _log.info("this CPU runs the %s export in %s", precision.value, computed)
         precision = Precision.BF16 if computed == "bf16" else Precision.FP32
@@ -213,7 +213,7 @@ def _reference(bert: torch.nn.Module, graph: EncoderGraph, batch: dict[str, np.n
     with torch.no_grad():
         hidden = bert(**tensors, output_hidden_states=True).hidden_states
         features = torch.cat([hidden[i] for i in graph.indices], dim=-1)
-        mask = graph.pooling_mask(tensors["input_ids"], tensors["attention_mask"])
+        mask = graph.pooling_mask(tensors[contract.INPUT_IDS], tensors[contract.ATTENTION_MASK])
         return graph.head(features, mask).numpy()
 
 

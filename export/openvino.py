@@ -11,6 +11,7 @@ from typing import Callable
 
 import numpy as np
 
+from bertserve import contract
 from bertserve.errors import ExportError
 
 from ._logging import quiet
@@ -66,7 +67,7 @@ def _quantize(model, corpus, accurate):
                 model,
                 nncf.Dataset(corpus),
                 model_type=nncf.ModelType.TRANSFORMER,
-                subset_size=sum(len(batch["input_ids"]) for batch in corpus),
+                subset_size=sum(len(batch[contract.INPUT_IDS]) for batch in corpus),
                 ignored_scope=nncf.IgnoredScope(names=kept, validate=False),
                 # SmoothQuant moves activation outliers into the weights; on BERT it cost accuracy here.
                 advanced_parameters=nncf.AdvancedQuantizationParameters(smooth_quant_alpha=-1),

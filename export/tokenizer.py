@@ -9,6 +9,7 @@ from typing import Optional, Sequence
 import numpy as np
 from tokenizers import Tokenizer, normalizers
 
+from bertserve import contract
 from bertserve.errors import ExportError
 from bertserve.model_repository.repository import TOKEN_TENSORS, SpecialTokens
 
@@ -59,5 +60,5 @@ def build_tokenizer(
 def encoder_inputs(tokenizer: Tokenizer, texts: Sequence[str]) -> dict[str, np.ndarray]:
     """The encoder's int64 inputs for `texts`, as `tokenizer` pads and truncates them."""
     encodings = tokenizer.encode_batch(list(texts))
-    columns = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
+    columns = {contract.INPUT_IDS: "ids", contract.ATTENTION_MASK: "attention_mask", contract.TOKEN_TYPE_IDS: "type_ids"}
     return {name: np.array([getattr(e, columns[name]) for e in encodings], dtype=np.int64) for name in TOKEN_TENSORS}

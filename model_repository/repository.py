@@ -24,17 +24,17 @@ from .config import DynamicBatching, EnsembleStep, InstanceGroup, ModelConfig, T
 from .deployment import Backend, Deployment, Runtime
 
 _BACKENDS = Path(__file__).parent / "backends"
-TOKEN_TENSORS = ("input_ids", "attention_mask", "token_type_ids")
+TOKEN_TENSORS = contract.TOKEN_TENSORS
 # What clients may send: the text, and optionally a second segment, a pre-tokenized flag and a flag asking for the
 # tokens (show_tokens) per item. The ensemble passes each of them on to the tokenizer.
 TEXT_INPUTS = (
-    TensorSpec("text", "TYPE_STRING", (1,)),
-    TensorSpec("text_pair", "TYPE_STRING", (1,), optional=True),
-    TensorSpec("is_tokenized", "TYPE_BOOL", (1,), optional=True),
+    TensorSpec(contract.TEXT, "TYPE_STRING", (1,)),
+    TensorSpec(contract.TEXT_PAIR, "TYPE_STRING", (1,), optional=True),
+    TensorSpec(contract.IS_TOKENIZED, "TYPE_BOOL", (1,), optional=True),
     TensorSpec(contract.RETURN_TOKENS, "TYPE_BOOL", (1,), optional=True),
 )
 # What the tokenizer tells clients besides ids: the tokens the encoder sees, and the count before truncation.
-TOKEN_INFO = (TensorSpec("tokens", "TYPE_STRING", (-1,)), TensorSpec("token_count", "TYPE_INT64", (1,)))
+TOKEN_INFO = (TensorSpec(contract.TOKENS, "TYPE_STRING", (-1,)), TensorSpec(contract.TOKEN_COUNT, "TYPE_INT64", (1,)))
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ def model_configs(
     queue_bounds = {"max_queue_size": deployment.max_queue_size,
                     "queue_timeout_microseconds": int(deployment.queue_timeout * 1_000_000)}
     tokens = tuple(TensorSpec(n, "TYPE_INT64", (-1,)) for n in TOKEN_TENSORS)
-    embedding = TensorSpec("embedding", "TYPE_FP32", (-1, info.dim) if info.token_level else (info.dim,))
+    embedding = TensorSpec(contract.EMBEDDING, "TYPE_FP32", (-1, info.dim) if info.token_level else (info.dim,))
     tokenizer = ModelConfig(
         name=tokenizer_name,
         backend="python",
@@ -75,12 +75,12 @@ def model_configs(
         instance_group=InstanceGroup(deployment.tokenizer_instances, "KIND_CPU"),
         dynamic_batching=DynamicBatching(**queue_bounds),
         parameters={
-            "max_seq_len": str(info.max_seq_len),
-            **({contract.LENGTH_BUCKETS: ",".join(map(str, buckets))} if buckets else {}),
+            contract.MAX_SEQ_LEN: str(info.max_seq_len),
+            contract.LENGTH_BUCKETS: ",".join(map(str, buckets)),
             contract.MAX_REQUEST_BYTES: str(deployment.max_request_bytes),
-            "cls_token": special_tokens.cls,
-            "sep_token": special_tokens.sep,
-            "unk_token": special_tokens.unk,
+            contract.CLS_TOKEN: special_tokens.cls,
+            contract.SEP_TOKEN: special_tokens.sep,
+            contract.UNK_TOKEN: special_tokens.unk,
         },
     )
     python, tensorrt = deployment.backend is Backend.PYTHON, deployment.backend is Backend.TENSORRT
@@ -117,7 +117,7 @@ def model_configs(
                 {t.name: t.name for t in TEXT_INPUTS},
                 {n: n for n in TOKEN_TENSORS + tuple(t.name for t in TOKEN_INFO)},
             ),
-            EnsembleStep(encoder_name, {n: n for n in TOKEN_TENSORS}, {"embedding": "embedding"}),
+            EnsembleStep(encoder_name, {n: n for n in TOKEN_TENSORS}, {contract.EMBEDDING: contract.EMBEDDING}),
         ),
         parameters=info.to_parameters(),
     )
@@ -132,12 +132,17 @@ def _encoder_parameters(info: ModelInfo, deployment: Deployment) -> dict[str, st
                 **({"HINT_BF16": "YES"} if info.precision == "bf16" else {})}
     if deployment.backend is not Backend.PYTHON:
         return {}
-    parameters = {"max_padding_ratio": str(deployment.max_padding_ratio),
+    parameters = {contract.MAX_PADDING_RATIO: str(deployment.max_padding_ratio),
                   contract.ENCODER_RUNTIME: deployment.runtime.value}
     if deployment.runtime is Runtime.OPENVINO:
-        parameters[contract.INFERENCE_PRECISION] = contract.openvino_precision(info.precision)
+        parameters[contract.INFERENCE_PRECISION] = openvino_precision(info.precision)
         parameters[contract.PERFORMANCE_HINT] = deployment.performance_hint.value
     return parameters
+
+
+def openvino_precision(precision: str) -> str:
+    """The inference precision OpenVINO runs an export of `precision` in (int8's unquantised ops stay f32)."""
+    return {"bf16": "bf16", "auto": "auto"}.get(precision, "f32")
 
 
 def tensorrt_batch_sizes(max_batch_size: int) -> tuple[int, ...]:

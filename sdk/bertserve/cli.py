@@ -268,7 +268,7 @@ def _export(args: argparse.Namespace) -> int:
     deployment = export.Deployment(
         backend=backend,
         runtime=export.Runtime(runtime),
-        **({"performance_hint": export.PerformanceHint(args.performance_hint)} if args.performance_hint else {}),
+        **(dict(performance_hint=export.PerformanceHint(args.performance_hint)) if args.performance_hint else {}),
         instances=args.instances,
         tokenizer_instances=args.tokenizer_instances,
         gpus=tuple(int(g) for g in args.gpus.split(",")) if args.gpus else (),

@@ -168,7 +168,7 @@ class Encoder:
         without a warning: the caller decides what to tell its own users.
         """
         info, results = self._encode(texts, is_tokenized, show_tokens, padded, None)
-        counts = np.concatenate([r["token_count"].reshape(-1) for r in results])
+        counts = np.concatenate([r[contract.TOKEN_COUNT].reshape(-1) for r in results])
         truncated = (counts > info.max_seq_len) | (counts == contract.NOT_COUNTED)
         return Encoded(
             vectors=_assemble(info, results, padded, normalize),
@@ -295,8 +295,8 @@ class Encoder:
             raise InvalidInputError(f"padded=True is for token-level models; {info.name!r} pools to one vector per input")
         asks = show_tokens and info.format_version >= contract.RETURN_TOKENS_FORMAT  # older exports always send them
         batches = _batches(texts, is_tokenized, self._request_size(info), asks)
-        outputs = ["embedding", "token_count"] + (["tokens"] if show_tokens else [])
-        outputs += ["attention_mask"] if info.token_level else []
+        outputs = [contract.EMBEDDING, contract.TOKEN_COUNT] + ([contract.TOKENS] if show_tokens else [])
+        outputs += [contract.ATTENTION_MASK] if info.token_level else []
         return info, self._run(info.name, batches, outputs, progress)
 
     def _request_size(self, info: ModelInfo) -> int:
@@ -322,8 +322,8 @@ class Encoder:
     def _infer(self, model: str, batch: _Batch, outputs: list[str]) -> dict[str, np.ndarray]:
         started = time.monotonic()
         result = self._retrying(lambda: self._transport().infer(model, batch.inputs, outputs), started + self.timeout)
-        if len(result["embedding"]) != batch.size:  # never hand back fewer vectors than inputs
-            raise ServerError(f"{self.address} returned {len(result['embedding'])} vectors for {batch.size} inputs")
+        if len(result[contract.EMBEDDING]) != batch.size:  # never hand back fewer vectors than inputs
+            raise ServerError(f"{self.address} returned {len(result[contract.EMBEDDING])} vectors for {batch.size} inputs")
         self._counters.add(requests=1, sentences=batch.size, seconds=time.monotonic() - started)
         return result
 
@@ -360,7 +360,7 @@ class Encoder:
             time.sleep(backoff)
 
     def _check_truncation(self, info: ModelInfo, results: list[dict[str, np.ndarray]], truncate: bool) -> None:
-        counts = np.concatenate([r["token_count"].reshape(-1) for r in results])
+        counts = np.concatenate([r[contract.TOKEN_COUNT].reshape(-1) for r in results])
         long = np.flatnonzero((counts > info.max_seq_len) | (counts == contract.NOT_COUNTED))
         if not len(long):
             return
@@ -423,11 +423,11 @@ def _batches(texts: Sequence[Any], is_tokenized: bool, size: int, show_tokens: b
     for start in range(0, len(firsts), size):
         chunk = slice(start, start + size)
         n = len(firsts[chunk])
-        inputs = {"text": np.array(firsts[chunk], dtype=np.object_).reshape(n, 1)}
+        inputs = {contract.TEXT: np.array(firsts[chunk], dtype=np.object_).reshape(n, 1)}
         if has_pairs:
-            inputs["text_pair"] = np.array(seconds[chunk], dtype=np.object_).reshape(n, 1)
+            inputs[contract.TEXT_PAIR] = np.array(seconds[chunk], dtype=np.object_).reshape(n, 1)
         if is_tokenized:
-            inputs["is_tokenized"] = np.ones((n, 1), dtype=np.bool_)
+            inputs[contract.IS_TOKENIZED] = np.ones((n, 1), dtype=np.bool_)
         if show_tokens:
             inputs[contract.RETURN_TOKENS] = np.ones((n, 1), dtype=np.bool_)
         batches.append(_Batch(inputs, n))
@@ -469,12 +469,12 @@ def _tokens_item(i: int, item: Any) -> tuple[bytes, bytes]:
 
 def _assemble(info: ModelInfo, results: list[dict[str, np.ndarray]], padded: bool, normalize: bool) -> Any:
     if not info.token_level:
-        vectors = np.concatenate([r["embedding"] for r in results]).astype(np.float32, copy=False)
+        vectors = np.concatenate([r[contract.EMBEDDING] for r in results]).astype(np.float32, copy=False)
         return _l2(vectors) if normalize else vectors
     rows = [
         (vectors, mask)
         for result in results
-        for vectors, mask in zip(result["embedding"], result["attention_mask"])
+        for vectors, mask in zip(result[contract.EMBEDDING], result[contract.ATTENTION_MASK])
     ]
     if not padded:
         return [_l2(v[: int(m.sum())]) if normalize else v[: int(m.sum())] for v, m in rows]
@@ -488,7 +488,7 @@ def _assemble(info: ModelInfo, results: list[dict[str, np.ndarray]], padded: boo
 
 
 def _tokens(results: list[dict[str, np.ndarray]]) -> list[list[str]]:
-    return [[t.decode("utf-8") for t in row if t] for result in results for row in result["tokens"]]
+    return [[t.decode("utf-8") for t in row if t] for result in results for row in result[contract.TOKENS]]
 
 
 def _l2(vectors: np.ndarray) -> np.ndarray:

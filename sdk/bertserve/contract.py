@@ -1,4 +1,5 @@
-"""What the SDK, the exporter and the Triton backends must agree on, across processes.
+"""What the SDK, the exporter, the Triton backends and the front doors must agree on, across processes: every tensor
+name and model parameter key, grouped by the model that reads it, and the defaults both sides use.
 
 Importable without numpy or torch: the backends running inside tritonserver import it too.
 """
@@ -6,57 +7,48 @@ Importable without numpy or torch: the backends running inside tritonserver impo
 from __future__ import annotations
 
 import re
-from typing import Optional
+from collections.abc import Mapping
+from typing import Any, Optional
 
 from .errors import ConfigError
 
+# --- The tokenizer model (and the ensemble, which takes the same inputs) ------------------------------------------
+
+# Inputs, one row per item. `text` is UTF-8; `text_pair` the second segment of a pair (empty: none); with
+# `is_tokenized`, `text` is a JSON list of tokens used as given.
+TEXT = "text"
+TEXT_PAIR = "text_pair"
+IS_TOKENIZED = "is_tokenized"
+# Optional BOOL input per item: return the tokens the encoder sees (show_tokens). Without it, or false for every item
+# of a request, the request's `tokens` output holds no strings (shape [n, 0]): building them costs a string per token.
+RETURN_TOKENS = "return_tokens"
+RETURN_TOKENS_FORMAT = 4  # the first export format (info.FORMAT_VERSION) whose models take it; older ones always send
+
+# Outputs besides the encoder's inputs: the tokens the encoder sees, and each item's token count before truncation.
+TOKENS = "tokens"
+TOKEN_COUNT = "token_count"
 # An item longer than its character budget is cut before tokenizing and its tokens are not counted:
 # its token_count is NOT_COUNTED, meaning "longer than max_seq_len". The budget covers max_seq_len
 # tokens unless the text averages more characters per token than WordPiece's longest word (100).
 CHARS_PER_TOKEN = 100
 NOT_COUNTED = -1
 
-# Tokenizer model parameter: the most bytes of text (all items, both segments) one request may carry.
+# Parameters. MAX_SEQ_LEN is also the bertserve.json field of the same meaning.
+MAX_SEQ_LEN = "max_seq_len"
+CLS_TOKEN, SEP_TOKEN, UNK_TOKEN = "cls_token", "sep_token", "unk_token"  # the vocabulary's special tokens
+# The most bytes of text (all items, both segments) one request may carry.
 MAX_REQUEST_BYTES = "max_request_bytes"
 DEFAULT_MAX_REQUEST_BYTES = 32 << 20
-
-# Optional BOOL input per item: return the tokens the encoder sees (show_tokens). Without it, or false for every item
-# of a request, the request's `tokens` output holds no strings (shape [n, 0]): building them costs a string per token.
-RETURN_TOKENS = "return_tokens"
-RETURN_TOKENS_FORMAT = 4  # the first export format (info.FORMAT_VERSION) whose models take it; older ones always send
-
-# Encoder model parameter (Python backend): what runs the exported graph, "onnxruntime" or "torch".
-ENCODER_RUNTIME = "runtime"
-
-# Backpressure defaults, per model: 512 waiting requests let 256 concurrent single-sentence clients through.
-DEFAULT_MAX_QUEUE_SIZE = 512
-DEFAULT_QUEUE_TIMEOUT = 10.0  # seconds
-
-# Keys (API and admin) travel in Triton's flag syntax (apis:header=value) and in headers: no ':', ',', '=' or spaces.
-_KEY = re.compile(r"[A-Za-z0-9._~+/-]{16,}")  # whole key: fullmatch, as `$` would let a final newline through
-
-
-def check_key(name: str, key: Optional[str]) -> None:
-    """Refuse a key (None: no key) that Triton's flags or a header could not carry unchanged."""
-    if key is not None and not (isinstance(key, str) and _KEY.fullmatch(key)):
-        raise ConfigError(f"{name} must be at least 16 letters, digits or '-_.~+/' characters")
-
-
-# Request headers. Triton's restricted gRPC protocols read headers under a fixed prefix.
-API_KEY_HEADER = "authorization"
-ADMIN_KEY_HEADER = "bertserve-admin-key"
-GRPC_RESTRICTED_PREFIX = "triton-grpc-protocol-"
+# Comma-separated lengths each request is padded up to, empty for none. Set when the encoder is a native backend
+# (onnxruntime, tensorrt), whose dynamic batcher merges only requests of equal shape: bucketed, requests of similar
+# length share a shape. The Python-backend encoder takes ragged requests and needs none.
+LENGTH_BUCKETS = "length_buckets"
+DEFAULT_LENGTH_BUCKETS = (16, 32, 64, 128, 256, 512)
 
 
 def char_budget(max_seq_len: int) -> int:
     """Characters of one item that are tokenized at most."""
     return max_seq_len * CHARS_PER_TOKEN
-
-# Tokenizer model parameter: comma-separated lengths each request is padded up to. Set when the encoder is a
-# native backend (onnxruntime, tensorrt), whose dynamic batcher merges only requests of equal shape: bucketed,
-# requests of similar length share a shape. The Python-backend encoder takes ragged requests and needs none.
-LENGTH_BUCKETS = "length_buckets"
-DEFAULT_LENGTH_BUCKETS = (16, 32, 64, 128, 256, 512)
 
 
 def length_buckets(max_seq_len: int, buckets: tuple[int, ...] = DEFAULT_LENGTH_BUCKETS) -> tuple[int, ...]:
@@ -68,12 +60,52 @@ def bucket_width(width: int, buckets: tuple[int, ...]) -> int:
     """The smallest bucket holding `width` tokens (`width` itself beyond the largest)."""
     return next((b for b in buckets if b >= width), width)
 
-# Encoder parameters (OpenVINO runtime): the precision OpenVINO computes in, "f32", "bf16" or "auto" (bf16 where
-# the serving CPU has bf16 units), and its performance hint, "latency" or "throughput".
+
+# --- The encoder model --------------------------------------------------------------------------------------------
+
+# Inputs (the tokenizer's outputs, in this order) and output.
+INPUT_IDS, ATTENTION_MASK, TOKEN_TYPE_IDS = "input_ids", "attention_mask", "token_type_ids"
+TOKEN_TENSORS = (INPUT_IDS, ATTENTION_MASK, TOKEN_TYPE_IDS)
+EMBEDDING = "embedding"
+
+# Parameters (Python backend). ENCODER_RUNTIME: what runs the exported graph, "onnxruntime", "openvino" or "torch".
+# MAX_PADDING_RATIO: rows of a batch run in length groups padded to at most this many computed tokens per real one.
+ENCODER_RUNTIME = "runtime"
+MAX_PADDING_RATIO = "max_padding_ratio"
+# OpenVINO runtime only: the precision OpenVINO computes in, "f32", "bf16" or "auto" (bf16 where the serving CPU has
+# bf16 units), and its performance hint, "latency" or "throughput".
 INFERENCE_PRECISION = "inference_precision"
 PERFORMANCE_HINT = "performance_hint"
 
 
-def openvino_precision(precision: str) -> str:
-    """The inference precision OpenVINO runs an export of `precision` in (int8's unquantised ops stay f32)."""
-    return {"bf16": "bf16", "auto": "auto"}.get(precision, "f32")
+def parameters(config: Mapping[str, Any], *required: str) -> dict[str, str]:
+    """A model's parameters from its Triton config (as a backend gets it, parsed from JSON), refusing a config
+    without each of `required`: the writer, not the backend, decides every value."""
+    found = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+    missing = [key for key in required if key not in found]
+    if missing:
+        raise ConfigError(f"model {config.get('name')!r} has no parameter {', '.join(missing)}: it was exported by "
+                          "another version of bertserve; export it again (bertserve export --overwrite)")
+    return found
+
+
+# --- Every model ----------------------------------------------------------------------------------------------------
+
+# Backpressure defaults, per model: 512 waiting requests let 256 concurrent single-sentence clients through.
+DEFAULT_MAX_QUEUE_SIZE = 512
+DEFAULT_QUEUE_TIMEOUT = 10.0  # seconds
+
+# --- Requests -------------------------------------------------------------------------------------------------------
+
+# Headers. Triton's restricted gRPC protocols read headers under a fixed prefix.
+API_KEY_HEADER = "authorization"
+ADMIN_KEY_HEADER = "bertserve-admin-key"
+GRPC_RESTRICTED_PREFIX = "triton-grpc-protocol-"
+# Keys (API and admin) travel in Triton's flag syntax (apis:header=value) and in headers: no ':', ',', '=' or spaces.
+_KEY = re.compile(r"[A-Za-z0-9._~+/-]{16,}")  # whole key: fullmatch, as `$` would let a final newline through
+
+
+def check_key(name: str, key: Optional[str]) -> None:
+    """Refuse a key (None: no key) that Triton's flags or a header could not carry unchanged."""
+    if key is not None and not (isinstance(key, str) and _KEY.fullmatch(key)):
+        raise ConfigError(f"{name} must be at least 16 letters, digits or '-_.~+/' characters")

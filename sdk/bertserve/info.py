@@ -14,6 +14,7 @@ from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any, Mapping
 
+from . import contract
 from .errors import ModelNotFoundError
 
 _PREFIX = "bertserve."
@@ -79,12 +80,12 @@ class ModelInfo:
             pooling=raw["pooling"],
             layers=tuple(int(v) for v in raw["layers"].split(",")),
             normalize=raw["normalize"] == "true",
-            max_seq_len=int(raw["max_seq_len"]),
+            max_seq_len=int(raw[contract.MAX_SEQ_LEN]),
             max_batch_size=int(raw["max_batch_size"]),
             mask_cls_sep=raw.get("mask_cls_sep", "false") == "true",
             precision=raw.get("precision", "fp32"),
             backend=raw.get("backend", "python"),
-            runtime=raw.get("runtime", "onnxruntime"),
+            runtime=raw.get(contract.ENCODER_RUNTIME, "onnxruntime"),
             format_version=int(raw.get("format_version", FORMAT_VERSION)),
         )
 

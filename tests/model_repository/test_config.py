@@ -47,7 +47,7 @@ def test_configs_say_what_triton_needs(pooling, deployment):
     assert tokenizer.backend == "python" and tokenizer.HasField("dynamic_batching")
     assert [(g.count, g.kind) for g in tokenizer.instance_group] == [(deployment.tokenizer_instances, KIND.KIND_CPU)]
     # Native backends batch only equal shapes: their tokenizer pads each request to a length bucket.
-    buckets = {} if deployment.backend is Backend.PYTHON else {"length_buckets": "16,32,64,128"}
+    buckets = {"length_buckets": "" if deployment.backend is Backend.PYTHON else "16,32,64,128"}
     assert _parameters(tokenizer) == {"max_seq_len": "128", "max_request_bytes": str(32 << 20), "cls_token": "[CLS]",
                                       "sep_token": "[SEP]", "unk_token": "[UNK]", **buckets}
     # Backpressure on both steps: a full queue or a long wait turns a request away at once.

@@ -21,8 +21,7 @@ import triton_python_backend_utils as pb_utils
 from bertserve import contract
 from bertserve.model_repository.backends.failures import answer_failure
 
-INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-DEFAULT_MAX_PADDING_RATIO = 1.2
+INPUTS = contract.TOKEN_TENSORS
 
 
 def length_groups(lengths, max_ratio):
@@ -70,7 +69,7 @@ class _OnnxRuntime:
         self.device = self.session.get_providers()[0]
 
     def run(self, batches):
-        return [self.session.run(["embedding"], feeds)[0] for feeds in batches]
+        return [self.session.run([contract.EMBEDDING], feeds)[0] for feeds in batches]
 
 
 class _OpenVinoRuntime:
@@ -84,10 +83,11 @@ class _OpenVinoRuntime:
 
         if args["model_instance_kind"] == "GPU":
             pb_utils.Logger.log_warn("GPU instance but the openvino runtime runs on the CPU")
+        params = contract.parameters(config, contract.INFERENCE_PRECISION, contract.PERFORMANCE_HINT)
         compiled = compile_encoder(
             version_dir / "model.xml",
-            params.get(contract.INFERENCE_PRECISION, "f32"),
-            params.get(contract.PERFORMANCE_HINT, "throughput"),
+            params[contract.INFERENCE_PRECISION],
+            params[contract.PERFORMANCE_HINT],
             cpu_threads(config),
         )
         self.streams = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
@@ -103,7 +103,7 @@ class _OpenVinoRuntime:
     def run(self, batches):
         self.results = {}
         for b, feeds in enumerate(batches):
-            rows = len(feeds["input_ids"])
+            rows = len(feeds[contract.INPUT_IDS])
             bounds = np.linspace(0, rows, min(self.streams, rows) + 1).astype(int)
             for part, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
                 self.queue.start_async({name: value[start:end] for name, value in feeds.items()}, (b, part))
@@ -148,12 +148,12 @@ _RUNTIMES = {"onnxruntime": _OnnxRuntime, "openvino": _OpenVinoRuntime, "torch":
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        params = contract.parameters(config, contract.ENCODER_RUNTIME, contract.MAX_PADDING_RATIO)
         version_dir = Path(args["model_repository"]) / args["model_version"]
-        self.runtime = _RUNTIMES[params.get(contract.ENCODER_RUNTIME, "onnxruntime")](version_dir, args, config, params)
+        self.runtime = _RUNTIMES[params[contract.ENCODER_RUNTIME]](version_dir, args, config, params)
         self.token_level = len(config["output"][0]["dims"]) == 2
         self.dim = config["output"][0]["dims"][-1]
-        self.max_ratio = float(params.get("max_padding_ratio", DEFAULT_MAX_PADDING_RATIO))
+        self.max_ratio = float(params[contract.MAX_PADDING_RATIO])
         # The family must outlive its metrics, so it is kept on the model.
         self.token_metrics = pb_utils.MetricFamily(
             name="bertserve_encoder_tokens_total",
@@ -177,10 +177,10 @@ class TritonPythonModel:
         ]
         # Every request's rows in one block per input, padded to the widest request: each group is then one
         # gather, not a copy per row.
-        width = max(arrays["input_ids"].shape[1] for arrays in per_request)
+        width = max(arrays[contract.INPUT_IDS].shape[1] for arrays in per_request)
         block = {name: np.concatenate([np.pad(arrays[name], ((0, 0), (0, width - arrays[name].shape[1])))
                                        for arrays in per_request]) for name in INPUTS}
-        lengths = block["attention_mask"].sum(axis=1)
+        lengths = block[contract.ATTENTION_MASK].sum(axis=1)
         groups = length_groups(lengths.tolist(), self.max_ratio)
         batches = []
         for group in groups:
@@ -191,11 +191,11 @@ class TritonPythonModel:
             for slot, g in enumerate(group):
                 outputs[g] = result[slot]
         self.real_tokens.increment(int(lengths.sum()))
-        self.computed_tokens.increment(sum(feeds["input_ids"].size for feeds in batches))
+        self.computed_tokens.increment(sum(feeds[contract.INPUT_IDS].size for feeds in batches))
 
         responses, start = [], 0
         for arrays in per_request:
-            count, request_width = arrays["input_ids"].shape
+            count, request_width = arrays[contract.INPUT_IDS].shape
             mine = outputs[start : start + count]
             start += count
             if self.token_level:
@@ -204,5 +204,5 @@ class TritonPythonModel:
                     block[row, : len(vectors)] = vectors[:request_width]
             else:
                 block = np.stack(mine).astype(np.float32, copy=False)
-            responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("embedding", block)]))
+            responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(contract.EMBEDDING, block)]))
         return responses

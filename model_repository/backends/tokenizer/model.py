@@ -37,7 +37,7 @@ from bertserve.model_repository.backends.failures import answer_failure
 _LAST_SPACE = re.compile(r"\s\S*\Z")
 
 
-def _decode(raw, index, what="text"):
+def _decode(raw, index, what=contract.TEXT):
     try:
         return raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
     except UnicodeDecodeError as exc:
@@ -77,7 +77,8 @@ def _cut(text, budget):
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        params = contract.parameters(config, contract.MAX_SEQ_LEN, contract.MAX_REQUEST_BYTES, contract.LENGTH_BUCKETS,
+                                     contract.CLS_TOKEN, contract.SEP_TOKEN, contract.UNK_TOKEN)
         path = str(Path(args["model_repository"]) / args["model_version"] / "tokenizer.json")
         if not Path(path).is_file():
             raise FileNotFoundError(f"{path} is missing; export the model again (bertserve export --overwrite)")
@@ -89,12 +90,12 @@ class TritonPythonModel:
         # Only an item truncated to exactly this many tokens can have overflowed.
         truncation = self.tokenizer.truncation
         self.truncated_len = truncation["max_length"] if truncation else None
-        self.max_len = int(params["max_seq_len"])
+        self.max_len = int(params[contract.MAX_SEQ_LEN])
         self.budget = contract.char_budget(self.max_len)
-        self.max_request_bytes = int(params.get(contract.MAX_REQUEST_BYTES, contract.DEFAULT_MAX_REQUEST_BYTES))
-        buckets = params.get(contract.LENGTH_BUCKETS, "")
+        self.max_request_bytes = int(params[contract.MAX_REQUEST_BYTES])
+        buckets = params[contract.LENGTH_BUCKETS]
         self.buckets = tuple(int(b) for b in buckets.split(",")) if buckets else ()
-        self.cls, self.sep, self.unk = params["cls_token"], params["sep_token"], params["unk_token"]
+        self.cls, self.sep, self.unk = (params[key] for key in (contract.CLS_TOKEN, contract.SEP_TOKEN, contract.UNK_TOKEN))
         self.vocab = self.tokenizer.get_vocab()
 
     def _item(self, index, raw_text, raw_pair, tokenized):
@@ -109,7 +110,7 @@ class TritonPythonModel:
             if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) and t for t in tokens):
                 raise ValueError(f"input item {index} is marked is_tokenized but is not a JSON list of non-empty tokens")
             return tokens, False
-        pair = _decode(raw_pair, index, "text_pair") if raw_pair is not None else ""
+        pair = _decode(raw_pair, index, contract.TEXT_PAIR) if raw_pair is not None else ""
         if not text.strip() or (raw_pair is not None and pair and not pair.strip()):
             raise ValueError(f"input item {index} is an empty string; send non-empty text")
         first, second = _cut(text, self.budget), _cut(pair, self.budget)
@@ -159,9 +160,9 @@ class TritonPythonModel:
     def _execute(self, requests):
         problems, parsed = {}, []  # parsed: (request index, items, pair mask, cut mask, whether tokens are wanted)
         for r, request in enumerate(requests):
-            texts = pb_utils.get_input_tensor_by_name(request, "text").as_numpy().reshape(-1)
-            pairs = _optional(request, "text_pair")
-            flags = _optional(request, "is_tokenized")
+            texts = pb_utils.get_input_tensor_by_name(request, contract.TEXT).as_numpy().reshape(-1)
+            pairs = _optional(request, contract.TEXT_PAIR)
+            flags = _optional(request, contract.IS_TOKENIZED)
             wanted = _optional(request, contract.RETURN_TOKENS)
             try:
                 self._check_size(texts, pairs)
@@ -235,11 +236,11 @@ class TritonPythonModel:
         else:
             token_strings = np.empty((len(items), 0), np.object_)
         return {
-            "input_ids": input_ids,
-            "attention_mask": mask.astype(np.int64),
-            "token_type_ids": token_type_ids,
-            "tokens": token_strings,
-            "token_count": counts.reshape(-1, 1),
+            contract.INPUT_IDS: input_ids,
+            contract.ATTENTION_MASK: mask.astype(np.int64),
+            contract.TOKEN_TYPE_IDS: token_type_ids,
+            contract.TOKENS: token_strings,
+            contract.TOKEN_COUNT: counts.reshape(-1, 1),
         }
 
     @staticmethod
