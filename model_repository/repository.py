@@ -44,6 +44,8 @@ class SpecialTokens:
     cls: str = "[CLS]"
     sep: str = "[SEP]"
     unk: str = "[UNK]"
+
+
 # How long a native encoder's batcher holds a request for others of its shape: short next to a forward pass,
 # long enough to merge concurrent requests. The Python-backend encoder waits for none (0): it merges any shapes,
 # and requests that arrive while its instances are busy merge anyway; the delay only added its 2 ms to a lone
