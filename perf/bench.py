@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import itertools
 import json
 import logging
 import os
-import platform
 import re
 import tempfile
 import time
 import urllib.parse
 import urllib.request
-import dataclasses
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import numpy as np
 import openai
@@ -33,12 +33,11 @@ from .baselines import (FastEmbedBaseline, InfinityServer, OnnxRuntimeBaseline, 
 from .keepalive import KeepAliveClient
 from .measure import Measurement, timed
 from .perf_analyzer import PerfAnalyzer
+from .results import Results, Row, Settings, load, machine
 from .variants import copy_as, padding_ratio
 
 _log = logging.getLogger("bertserve.bench")
 ROOT = Path(__file__).resolve().parent
-# The instruction sets that decide CPU inference speed, recorded with every run.
-ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 # The OpenVINO exports the service runs: precision auto (bf16 on CPUs with bf16 units, else fp32), and int8.
 OPENVINO, OPENVINO_INT8 = "openvino", "openvino-int8"
 # The default model with length grouping off: each batch padded to its longest row, as one block.
@@ -47,98 +46,14 @@ UNGROUPED, UNGROUPED_PADDING_RATIO = "ungrouped", 1e9
 TOKENIZER_IN_PROCESS = "HF tokenizers encode_batch (in-process)"
 TOKENIZER_SERVED = "bertserve tokenizer model alone (perf_analyzer, HTTP)"
 TOKENIZER_BATCH, TOKENIZER_IN_FLIGHT = 64, 2
-
-
-@dataclass(frozen=True)
-class Settings:
-    """How much to measure; `quick` keeps the harness working in tests, it proves nothing about speed."""
-
-    seconds: float = 6.0
-    window_ms: int = 4000
-    stability_percent: int = 50
-    tokens: int = 16
-    seq_lengths: tuple[int, ...] = (8, 16, 32, 64, 128, 256)
-    seq_batch: int = 32
-    client_batches: tuple[int, ...] = (1, 4, 16, 64, 256)
-    concurrencies: tuple[int, ...] = (1, 2, 4, 8, 16)
-    layer_depths: tuple[int, ...] = (-1, -3, -6)
-    mixed_lengths: tuple[int, ...] = (8, 16, 32, 64, 128)
-    many: int = 1024  # sentences in the one large SDK call
-    tail_seconds: float = 20.0  # one client, one sentence at a time: long enough for a p99.9 of ~1,000 requests
-    tokenizer_lengths: tuple[int, ...] = (16, 128)  # the served tokenizer alone against `tokenizers` in process
-
-    @classmethod
-    def quick(cls) -> Settings:
-        # Short windows hold a request or two and never look stable: accept any window, speed is not judged here.
-        # One point per sweep: every path of the harness runs, and the test suite waits less.
-        return cls(seconds=0.5, window_ms=500, stability_percent=100_000, seq_lengths=(8,), seq_batch=4,
-                   client_batches=(8,), concurrencies=(2,), layer_depths=(-1, -6), mixed_lengths=(8, 32), many=256,
-                   tail_seconds=0.5, tokenizer_lengths=(16,))
-
-
-@dataclass
-class Row:
-    """One measurement: which system, under which load, and what it achieved."""
-
-    sweep: str
-    system: str
-    setting: str
-    value: float  # the swept value (tokens, batch, clients, layer)
-    result: Measurement
-    ratio: Optional[float] = None  # sentences/s relative to sentence-transformers at the same setting
-    baseline: Optional[Row] = field(default=None, repr=False, compare=False)
-
-
-@dataclass
-class Results:
-    settings: Settings
-    machine: dict[str, str]
-    rows: list[Row] = field(default_factory=list)
-    facts: dict[str, Any] = field(default_factory=dict)
-
-    def add(self, sweep: str, system: str, setting: str, value: float, result: Measurement,
-            baseline: Optional[Row] = None) -> Row:
-        """Record a measurement; `baseline` is the sentence-transformers row it is compared with."""
-        ratio = result.sentences_per_s / baseline.result.sentences_per_s if baseline else None
-        row = Row(sweep, system, setting, value, result, ratio, baseline)
-        self.rows.append(row)
-        _log.info("%-10s %-42s %-28s %9.1f sent/s  p50 %8.2f ms  p99 %8.2f ms%s", sweep, system, setting,
-                  result.sentences_per_s, result.p50_ms, result.p99_ms, f"  x{ratio:.2f}" if ratio else "")
-        return row
-
-    def keep_faster(self, baseline: Row, again: Measurement) -> None:
-        """Machines drift during a run: keep the baseline's faster measurement, and recompute the ratios on it."""
-        if again.sentences_per_s > baseline.result.sentences_per_s:
-            baseline.result = again
-            for row in self.rows:
-                if row.baseline is baseline:
-                    row.ratio = row.result.sentences_per_s / again.sentences_per_s
-        _log.info("baseline %s %s measured again: %.1f sent/s kept", baseline.system, baseline.setting,
-                  baseline.result.sentences_per_s)
-
-
-def _machine() -> dict[str, str]:
-    import fastembed
-    import onnxruntime
-    import openvino
-    import sentence_transformers
-    import torch
-
-    info = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), platform.processor())
-    flags = set(next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), []))
-    return {
-        "cpu": f"{cpu}, {os.cpu_count()} cores",
-        "isa": " ".join(f for f in ISA_FLAGS if f in flags),  # those of ISA_FLAGS the CPU has
-        "python": platform.python_version(),
-        "triton": "2.51.0 (nvidia-pytriton 0.7.0)",
-        "onnxruntime": onnxruntime.__version__,
-        "torch": torch.__version__,
-        "sentence-transformers": sentence_transformers.__version__,
-        "openvino": openvino.get_version().split("-")[0],
-        "fastembed": fastembed.__version__,
-        "date": time.strftime("%Y-%m-%d"),
-    }
+# The systems bertserve is measured as, by protocol ("gRPC", "HTTP") or encoding ("base64", "float").
+PERF_ANALYZER = "bertserve (perf_analyzer, {})"
+SDK = "bertserve (Python SDK, {})"
+DOOR = "OpenAI API (front door, {})"
+# The loads each service configuration is measured at: key, setting, value, batch, clients. The key is also that
+# of the sentence-transformers row each is compared with (`_Bench.base`).
+_SERVICE_LOADS = ((64, "batch 64", 64, 64, 1), (1, "batch 1", 1, 1, 1), (16, "16 clients x batch 1", 16, 1, 16))
+_RowsByLoad = dict[int, Row]  # rows by the key of `_SERVICE_LOADS`
 
 
 def _tokens_metric(metrics_url: str, model: str) -> dict[str, float]:
@@ -189,12 +104,66 @@ def _exported(repo: Path, name: str, runtime: Optional[str] = None, precision: O
     return all(want is None or info.get(key) == want for key, want in (("runtime", runtime), ("precision", precision)))
 
 
+@dataclass
+class _Bench:
+    """What the sweeps of one run share: what to measure, where it goes, the sentences, the servers."""
+
+    settings: Settings
+    results: Results
+    scratch: Path
+    repo: Path
+    tokenizer: Any  # `tokenizers.Tokenizer` without padding or truncation, for making sentences
+    tokenizer_file: Path  # the served tokenizer's, as exported
+    texts: list[str]  # 256 sentences of `settings.tokens` tokens
+    st: SentenceTransformersBaseline
+    server: TritonServer
+    pa: dict[str, PerfAnalyzer]  # by protocol: "grpc", "http"
+    data: Path  # `texts` as perf_analyzer's input data
+    base: _RowsByLoad = field(default_factory=dict)  # sentence-transformers rows by load, from the first sweep
+
+    @property
+    def single(self) -> list[str]:
+        """One sentence: the batch-1 request."""
+        return self.texts[:1]
+
+    def measure(self, call: Callable[[], int], clients: int = 1) -> Measurement:
+        """`call` in `clients` closed loops for the run's seconds."""
+        return timed(call, self.settings.seconds, clients)
+
+    def add(self, sweep: str, system: str, setting: str, value: float, result: Measurement,
+            baseline: Optional[Row] = None) -> Row:
+        """Record a measurement in the run's results (`Results.add`)."""
+        return self.results.add(sweep, system, setting, value, result, baseline)
+
+
+class _InProcessRows(NamedTuple):
+    """What the closing facts need from the in-process baselines."""
+
+    ort64: Row
+    ov64: Row
+    st_bf16: SentenceTransformersBaseline
+    st_bf16_64: Row
+
+
+class _ServedRows(NamedTuple):
+    """What the closing facts need from bertserve's sweeps."""
+
+    pa: dict[str, _RowsByLoad]  # by protocol label: "gRPC", "HTTP"
+    sdk: dict[str, _RowsByLoad]  # "gRPC" at every load, "HTTP" at batch 1 (the tail)
+    int8: Row
+    openvino_pa: _RowsByLoad
+    openvino_sdk: _RowsByLoad
+    openvino_int8: Row
+
+
 def run(settings: Settings, out: Path, repository: Optional[Path] = None) -> Results:
+    """Measure bertserve and the baselines in one run: the headline, every sweep, and the facts of the targets."""
     model_dir = default_model_dir()
-    results = Results(settings, _machine())
+    results = Results(settings, machine())
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="bertserve-bench-") as scratch:
-        repo = repository or Path(scratch) / "repository"
+    with tempfile.TemporaryDirectory(prefix="bertserve-bench-") as scratch_dir:
+        scratch = Path(scratch_dir)
+        repo = repository or scratch / "repository"
         export_models(settings, repo)
         from tokenizers import Tokenizer
 
@@ -203,181 +172,240 @@ def run(settings: Settings, out: Path, repository: Optional[Path] = None) -> Res
         tokenizer.no_padding()
         tokenizer.no_truncation()
         texts = workload.sentences(tokenizer, 256, settings.tokens)
-        single = texts[:1]
-
         st = SentenceTransformersBaseline(model_dir)
-        ort_baseline = OnnxRuntimeBaseline(repo / f"{DEFAULT_MODEL_NAME}_encoder", tokenizer_file)
-        measure = _timer(settings.seconds)
+        ort = OnnxRuntimeBaseline(repo / f"{DEFAULT_MODEL_NAME}_encoder", tokenizer_file)
 
         # Both servers load at once, infinity in the background while tritonserver starts. Nothing is measured
         # until both are ready, and each server sits idle while the others are measured.
         (infinity_port,) = free_ports(1)
         with InfinityServer(model_dir, infinity_port) as infinity, TritonServer(ServerConfig.loopback(repo)) as server:
             infinity.wait_ready()
-
-            # -- in-process baselines ------------------------------------------------------------
-            st64 = results.add("headline", st.name, "batch 64", 64, measure(st.encoder(texts[:64])))
-            st1 = results.add("headline", st.name, "batch 1", 1, measure(st.encoder(single)))
-            ort64 = results.add("headline", ort_baseline.name, "batch 64", 64, measure(ort_baseline.encoder(texts[:64])),
-                                st64)
-            results.add("headline", ort_baseline.name, "batch 1", 1, measure(ort_baseline.encoder(single)), st1)
-            ov64 = _openvino_in_process(results, repo, tokenizer_file, texts, measure, st64, st1)
-            fastembed = FastEmbedBaseline(model_dir, Path(scratch) / "fastembed")
-            results.add("headline", fastembed.name, "batch 64", 64, measure(fastembed.encoder(texts[:64])), st64)
-            results.add("headline", fastembed.name, "batch 1", 1, measure(fastembed.encoder(single)), st1)
-            # Without bf16 units (AMX, AVX512-BF16) torch emulates bf16 and runs slower than fp32: measured anyway.
-            st_bf16 = SentenceTransformersBaseline(model_dir, bf16_autocast=True)
-            st_bf16_64 = results.add("headline", st_bf16.name, "batch 64", 64, measure(st_bf16.encoder(texts[:64])),
-                                     st64)
-            del fastembed
-
-            # -- peer server ---------------------------------------------------------------------
-            results.add("headline", infinity.name, "batch 64", 64, measure(infinity.encoder(texts[:64])), st64)
-            results.add("headline", infinity.name, "batch 1", 1, measure(infinity.encoder(single)), st1)
-            results.add("headline", infinity.name, "16 clients x batch 1", 16,
-                        measure(infinity.encoder(single), clients=16), st64)
-
-            # -- bertserve --------------------------------------------------------------------------
-            data = workload.write_input_data(texts, Path(scratch) / "input.json")
-            pa = {
-                "grpc": PerfAnalyzer(server.grpc_url, "grpc", settings.window_ms, settings.stability_percent),
-                "http": PerfAnalyzer(f"127.0.0.1:{server.config.http_port}", "http", settings.window_ms, settings.stability_percent),
-            }
-            name = "bertserve (perf_analyzer, {})"
-            model = DEFAULT_MODEL_NAME
-            pa64 = results.add("headline", name.format("gRPC"), "batch 64", 64, pa["grpc"].measure(model, data, 64, 1), st64)
-            pa1 = results.add("headline", name.format("gRPC"), "batch 1", 1, pa["grpc"].measure(model, data, 1, 1), st1)
-            pa16 = results.add("headline", name.format("gRPC"), "16 clients x batch 1", 16,
-                               pa["grpc"].measure(model, data, 1, 16), st64)
-            pa_http64 = results.add("headline", name.format("HTTP"), "batch 64", 64,
-                                    pa["http"].measure(model, data, 64, 1), st64)
-            results.add("headline", name.format("HTTP"), "batch 1", 1, pa["http"].measure(model, data, 1, 1), st1)
-            pa_http16 = results.add("headline", name.format("HTTP"), "16 clients x batch 1", 16,
-                                    pa["http"].measure(model, data, 1, 16), st64)
-            _tokenizer_alone(results, settings, tokenizer_file, pa["http"], Path(scratch))
-
-            with Encoder(server.grpc_url, model=model) as grpc_sdk, Encoder(server.http_url, model=model) as http_sdk:
-                sdk = "bertserve (Python SDK, {})"
-                sdk64 = results.add("headline", sdk.format("gRPC"), "batch 64", 64,
-                                    measure(_sdk_call(grpc_sdk, texts[:64])), st64)
-                # One client, one sentence at a time, long enough to see the tail (p99.9, max): gRPC and HTTP.
-                tail = _timer(settings.tail_seconds)
-                sdk1 = results.add("headline", sdk.format("gRPC"), "batch 1", 1, tail(_sdk_call(grpc_sdk, single)), st1)
-                http_sdk1 = results.add("headline", sdk.format("HTTP"), "batch 1", 1, tail(_sdk_call(http_sdk, single)),
-                                        st1)
-                sdk16 = results.add("headline", sdk.format("gRPC"), "16 clients x batch 1", 16,
-                                    measure(_sdk_call(grpc_sdk, single), clients=16), st64)
-
-                # -- the OpenAI front door, through the openai package, next to the SDK ---------------
-                with FrontDoor(FrontDoorConfig(triton_url=server.grpc_url, host="127.0.0.1",
-                                               openai_port=free_ports(1)[0])) as door:
-                    client = openai.OpenAI(base_url=door.openai_url, api_key="none", timeout=60, max_retries=0)
-                    doors = "OpenAI API (front door, {})"
-                    door64 = {fmt: results.add("frontdoor", doors.format(fmt), "batch 64", 64,
-                                               measure(_openai_call(client, texts[:64], fmt)), st64)
-                              for fmt in ("base64", "float")}
-                    door16 = results.add("frontdoor", doors.format("base64"), "16 clients x batch 1", 16,
-                                         measure(_openai_call(client, single, "base64"), clients=16), st64)
-                    # The door's own cost, without the openai package's: a keep-alive HTTP connection per thread.
-                    plain = _PlainHttpClient(door.openai_url)
-                    plain_name = doors.format("base64, plain HTTP client")
-                    plain64 = results.add("frontdoor", plain_name, "batch 64", 64, measure(plain.call(texts[:64])), st64)
-                    plain16 = results.add("frontdoor", plain_name, "16 clients x batch 1", 16,
-                                          measure(plain.call(single), clients=16), st64)
-                sdk_rate = {64: sdk64.result.sentences_per_s, 16: sdk16.result.sentences_per_s}
-                results.facts.update(
-                    frontdoor_batch64_vs_sdk=plain64.result.sentences_per_s / sdk_rate[64],
-                    frontdoor_16_vs_sdk=plain16.result.sentences_per_s / sdk_rate[16],
-                    openai_batch64_vs_sdk=door64["base64"].result.sentences_per_s / sdk_rate[64],
-                    openai_16_vs_sdk=door16.result.sentences_per_s / sdk_rate[16],
-                    float_vs_base64=door64["float"].result.sentences_per_s / door64["base64"].result.sentences_per_s,
-                )
-                results.add("headline", sdk.format("HTTP"), "batch 64", 64, measure(_sdk_call(http_sdk, texts[:64])), st64)
-                many = (texts * (settings.many // len(texts) + 1))[: settings.many]
-                results.add("headline", sdk.format("gRPC"), f"{settings.many:,} per call (64 x 4 in flight)",
-                            settings.many, measure(_sdk_call(grpc_sdk, many)), st64)
-
-                # -- client batch size (the SDK splits batches above the server's 64) ------------
-                for batch in settings.client_batches:
-                    chunk = (texts * (batch // len(texts) + 1))[:batch]
-                    base = results.add("batch", st.name, f"batch {batch}", batch, measure(st.encoder(chunk)))
-                    results.add("batch", sdk.format("gRPC"), f"batch {batch}", batch, measure(_sdk_call(grpc_sdk, chunk)), base)
-
-                # -- int8 ----------------------------------------------------------------------
-                with Encoder(server.grpc_url, model="int8") as int8_sdk:
-                    corpus = workload.mixed(tokenizer, 200, settings.mixed_lengths, seed=7)
-                    fp32_vectors = grpc_sdk.encode(corpus)
-                    _record_cosines(results, "int8", fp32_vectors, int8_sdk.encode(corpus))
-            int8 = results.add("headline", name.format("gRPC") + ", int8", "batch 64", 64,
-                               pa["grpc"].measure("int8", data, 64, 1), st64)
-
-            # -- the OpenVINO exports: the same graph on OpenVINO's CPU plugin ---------------------
-            ov_pa = {load: results.add("headline", name.format("gRPC") + ", OpenVINO", setting, value,
-                                       pa["grpc"].measure(OPENVINO, data, batch, clients), base)
-                     for load, setting, value, batch, clients, base in _service_loads(st64, st1)}
-            with Encoder(server.grpc_url, model=OPENVINO) as ov_sdk, \
-                    Encoder(server.grpc_url, model=OPENVINO_INT8) as ov_int8_sdk:
-                ov_sdk_rows = {load: results.add("headline", sdk.format("gRPC") + ", OpenVINO", setting, value,
-                                                 measure(_sdk_call(ov_sdk, texts[:batch]), clients=clients), base)
-                               for load, setting, value, batch, clients, base in _service_loads(st64, st1)}
-                for prefix, encoder in [("openvino", ov_sdk), ("openvino_int8", ov_int8_sdk)]:
-                    _record_cosines(results, prefix, fp32_vectors, encoder.encode(corpus))
-            ov_int8 = results.add("headline", name.format("gRPC") + ", OpenVINO int8", "batch 64", 64,
-                                  pa["grpc"].measure(OPENVINO_INT8, data, 64, 1), st64)
-
-            # -- sequence length --------------------------------------------------------------
-            for length in settings.seq_lengths:
-                batch_texts = workload.sentences(tokenizer, 64, length)
-                base = results.add("seq_len", st.name, f"{length} tokens", length,
-                                   measure(st.encoder(batch_texts[: settings.seq_batch])))
-                seq_data = workload.write_input_data(batch_texts, Path(scratch) / f"seq{length}.json")
-                results.add("seq_len", name.format("gRPC"), f"{length} tokens", length,
-                            pa["grpc"].measure(model, seq_data, settings.seq_batch, 1), base)
-
-            # Sweep points the headline already measured (same model, data, batch and clients) reuse its figures.
-            # -- concurrent single-sentence clients (dynamic batching) ---------------------------
-            for clients in settings.concurrencies:
-                measured = {1: pa1, 16: pa16}.get(clients)
-                results.add("clients", name.format("gRPC"), f"{clients} clients x batch 1", clients,
-                            measured.result if measured else pa["grpc"].measure(model, data, 1, clients), st64)
-
-            # -- pooling layer depth: upper layers cut from the graph ----------------------------
-            for layer in settings.layer_depths:
-                results.add("layer", name.format("gRPC"), f"layer {layer}", layer, pa64.result if layer == -1 else
-                            pa["grpc"].measure(f"layer{layer}", data, 64, 1), st64)
-
-            # -- mixed lengths: padded tokens computed per real token -----------------------------
-            mixed_texts = workload.mixed(tokenizer, 256, settings.mixed_lengths)
-            mixed_data = workload.write_input_data(mixed_texts, Path(scratch) / "mixed.json")
-            for mixed_model, label in [(model, "length groups"), (UNGROUPED, "one padded block")]:
-                before = _tokens_metric(server.metrics_url, f"{mixed_model}_encoder")
-                results.add("mixed", name.format("gRPC") + f", {label}", "16 clients x batch 1, mixed", 16,
-                            pa["grpc"].measure(mixed_model, mixed_data, 1, 16))
-                after = _tokens_metric(server.metrics_url, f"{mixed_model}_encoder")
-                real = after["real"] - before["real"]
-                ratio = (after["computed"] - before["computed"]) / real if real else float("nan")
-                results.facts["padding_ratio" if mixed_model == model else "padding_ratio_ungrouped"] = ratio
-
-        results.facts["unstable"] = [point for analyzer in pa.values() for point in analyzer.unstable]
-        results.keep_faster(st64, measure(st.encoder(texts[:64])))
-        results.keep_faster(st1, measure(st.encoder(single)))
-        results.facts.update(
-            st_measured_twice=True,
-            batch64_vs_st=pa64.ratio, sdk_batch64_vs_st=sdk64.ratio, concurrent16_vs_batch64=(
-                pa16.result.sentences_per_s / pa64.result.sentences_per_s),
-            single_p50_ms=pa1.result.p50_ms, sdk_single_p50_ms=sdk1.result.p50_ms, st_single_p50_ms=st1.result.p50_ms,
-            int8_vs_st=int8.ratio,
-            http_concurrent16_vs_batch64=pa_http16.result.sentences_per_s / pa_http64.result.sentences_per_s,
-            sdk_concurrent16_vs_batch64=sdk16.result.sentences_per_s / sdk64.result.sentences_per_s,
-            onnxruntime_vs_in_process=pa64.result.sentences_per_s / ort64.result.sentences_per_s,
-            **_tail_facts("grpc", sdk1.result), **_tail_facts("http", http_sdk1.result),
-        )
-        if report.cpu_class(results.machine) == report.BF16_UNITS:  # a target there, and quick to measure again
-            results.keep_faster(st_bf16_64, measure(st_bf16.encoder(texts[:64])))
-        _cpu_runtime_facts(results, {"ONNX Runtime": ({64: pa64, 1: pa1, 16: pa16}, {64: sdk64, 1: sdk1, 16: sdk16}),
-                                     "OpenVINO": (ov_pa, ov_sdk_rows)},
-                           {"ONNX Runtime": (int8, "int8"), "OpenVINO": (ov_int8, "openvino_int8")}, st_bf16_64, ov64)
+            bench = _Bench(settings, results, scratch, repo, tokenizer, tokenizer_file, texts, st, server,
+                           _analyzers(settings, server), workload.write_input_data(texts, scratch / "input.json"))
+            in_process = _in_process_baselines(bench, ort, model_dir)
+            _peer_server(bench, infinity)
+            served = _bertserve(bench)
+        _closing_facts(bench, in_process, served)
     return results
+
+
+def _analyzers(settings: Settings, server: TritonServer) -> dict[str, PerfAnalyzer]:
+    """perf_analyzer against `server` over each protocol."""
+    return {"grpc": PerfAnalyzer(server.grpc_url, "grpc", settings.window_ms, settings.stability_percent),
+            "http": PerfAnalyzer(f"127.0.0.1:{server.config.http_port}", "http", settings.window_ms,
+                                 settings.stability_percent)}
+
+
+def _service_rows(b: _Bench, system: str, measure_at: Callable[[int, int], Measurement]) -> _RowsByLoad:
+    """Headline rows of `system` at each of `_SERVICE_LOADS` in turn, measured by `measure_at(batch, clients)`."""
+    return {load: b.add("headline", system, setting, value, measure_at(batch, clients), b.base[load])
+            for load, setting, value, batch, clients in _SERVICE_LOADS}
+
+
+# -- in-process baselines -------------------------------------------------------
+
+
+def _in_process_baselines(b: _Bench, ort: OnnxRuntimeBaseline, model_dir: Path) -> _InProcessRows:
+    """sentence-transformers (the baseline every ratio is to), ONNX Runtime, OpenVINO and fastembed on the same
+    sentences in this process, and sentence-transformers under bf16 autocast."""
+    texts, single = b.texts, b.single
+    st64 = b.add("headline", b.st.name, "batch 64", 64, b.measure(b.st.encoder(texts[:64])))
+    st1 = b.add("headline", b.st.name, "batch 1", 1, b.measure(b.st.encoder(single)))
+    b.base.update({64: st64, 1: st1, 16: st64})
+    ort64 = b.add("headline", ort.name, "batch 64", 64, b.measure(ort.encoder(texts[:64])), st64)
+    b.add("headline", ort.name, "batch 1", 1, b.measure(ort.encoder(single)), st1)
+    ov64 = _openvino_in_process(b.results, b.repo, b.tokenizer_file, texts, b.measure, st64, st1)
+    fastembed = FastEmbedBaseline(model_dir, b.scratch / "fastembed")  # freed on return
+    b.add("headline", fastembed.name, "batch 64", 64, b.measure(fastembed.encoder(texts[:64])), st64)
+    b.add("headline", fastembed.name, "batch 1", 1, b.measure(fastembed.encoder(single)), st1)
+    # Without bf16 units (AMX, AVX512-BF16) torch emulates bf16 and runs slower than fp32: measured anyway.
+    st_bf16 = SentenceTransformersBaseline(model_dir, bf16_autocast=True)
+    st_bf16_64 = b.add("headline", st_bf16.name, "batch 64", 64, b.measure(st_bf16.encoder(texts[:64])), st64)
+    return _InProcessRows(ort64, ov64, st_bf16, st_bf16_64)
+
+
+def _peer_server(b: _Bench, infinity: InfinityServer) -> None:
+    """infinity, the peer embedding server, at each of `_SERVICE_LOADS`."""
+    _service_rows(b, infinity.name, lambda batch, clients: b.measure(infinity.encoder(b.texts[:batch]), clients))
+
+
+# -- bertserve --------------------------------------------------------------------
+
+
+def _bertserve(b: _Bench) -> _ServedRows:
+    """Every bertserve measurement, in the order BENCHMARKS.md lists them: perf_analyzer, the tokenizer alone, the
+    SDK, the front door, int8, OpenVINO, then the sweeps."""
+    pa = {label: _service_rows(b, PERF_ANALYZER.format(label), partial(b.pa[protocol].measure, DEFAULT_MODEL_NAME,
+                                                                          b.data))
+          for protocol, label in (("grpc", "gRPC"), ("http", "HTTP"))}
+    _tokenizer_alone(b.results, b.settings, b.tokenizer_file, b.pa["http"], b.scratch)
+    with Encoder(b.server.grpc_url, model=DEFAULT_MODEL_NAME) as grpc_sdk, \
+            Encoder(b.server.http_url, model=DEFAULT_MODEL_NAME) as http_sdk:
+        sdk = _sdk_headline(b, grpc_sdk, http_sdk)
+        _front_door(b, sdk["gRPC"])
+        _sdk_batch_sizes(b, grpc_sdk, http_sdk)
+        corpus, fp32_vectors = _int8_cosines(b, grpc_sdk)
+    int8 = b.add("headline", PERF_ANALYZER.format("gRPC") + ", int8", "batch 64", 64,
+                 b.pa["grpc"].measure("int8", b.data, 64, 1), b.base[64])
+    openvino = _openvino_service(b, corpus, fp32_vectors)
+    _sequence_lengths(b)
+    _concurrency(b, pa["gRPC"])
+    _layer_depths(b, pa["gRPC"][64])
+    _mixed_lengths(b)
+    return _ServedRows(pa, sdk, int8, *openvino)
+
+
+def _sdk_headline(b: _Bench, grpc_sdk: Encoder, http_sdk: Encoder) -> dict[str, _RowsByLoad]:
+    """The Python SDK at each load; at batch 1 one client for `tail_seconds`, long enough to see the tail."""
+    st64, st1, single = b.base[64], b.base[1], b.single
+    sdk64 = b.add("headline", SDK.format("gRPC"), "batch 64", 64, b.measure(_sdk_call(grpc_sdk, b.texts[:64])), st64)
+    # One client, one sentence at a time, long enough to see the tail (p99.9, max): gRPC and HTTP.
+    tail = _timer(b.settings.tail_seconds)
+    sdk1 = b.add("headline", SDK.format("gRPC"), "batch 1", 1, tail(_sdk_call(grpc_sdk, single)), st1)
+    http_sdk1 = b.add("headline", SDK.format("HTTP"), "batch 1", 1, tail(_sdk_call(http_sdk, single)), st1)
+    sdk16 = b.add("headline", SDK.format("gRPC"), "16 clients x batch 1", 16,
+                  b.measure(_sdk_call(grpc_sdk, single), clients=16), st64)
+    return {"gRPC": {64: sdk64, 1: sdk1, 16: sdk16}, "HTTP": {1: http_sdk1}}
+
+
+def _front_door(b: _Bench, sdk: _RowsByLoad) -> None:
+    """The OpenAI front door through the openai package and through a plain HTTP client, next to the SDK."""
+    st64, texts, single, measure = b.base[64], b.texts, b.single, b.measure
+    with FrontDoor(FrontDoorConfig(triton_url=b.server.grpc_url, host="127.0.0.1",
+                                   openai_port=free_ports(1)[0])) as door:
+        client = openai.OpenAI(base_url=door.openai_url, api_key="none", timeout=60, max_retries=0)
+        door64 = {fmt: b.add("frontdoor", DOOR.format(fmt), "batch 64", 64,
+                             measure(_openai_call(client, texts[:64], fmt)), st64)
+                  for fmt in ("base64", "float")}
+        door16 = b.add("frontdoor", DOOR.format("base64"), "16 clients x batch 1", 16,
+                       measure(_openai_call(client, single, "base64"), clients=16), st64)
+        # The door's own cost, without the openai package's: a keep-alive HTTP connection per thread.
+        plain = _PlainHttpClient(door.openai_url)
+        plain_name = DOOR.format("base64, plain HTTP client")
+        plain64 = b.add("frontdoor", plain_name, "batch 64", 64, measure(plain.call(texts[:64])), st64)
+        plain16 = b.add("frontdoor", plain_name, "16 clients x batch 1", 16, measure(plain.call(single), clients=16),
+                        st64)
+    sdk_rate = {64: sdk[64].result.sentences_per_s, 16: sdk[16].result.sentences_per_s}
+    b.results.facts.update(
+        frontdoor_batch64_vs_sdk=plain64.result.sentences_per_s / sdk_rate[64],
+        frontdoor_16_vs_sdk=plain16.result.sentences_per_s / sdk_rate[16],
+        openai_batch64_vs_sdk=door64["base64"].result.sentences_per_s / sdk_rate[64],
+        openai_16_vs_sdk=door16.result.sentences_per_s / sdk_rate[16],
+        float_vs_base64=door64["float"].result.sentences_per_s / door64["base64"].result.sentences_per_s,
+    )
+
+
+def _sdk_batch_sizes(b: _Bench, grpc_sdk: Encoder, http_sdk: Encoder) -> None:
+    """The SDK over HTTP at batch 64, one call of `many` sentences, and the client batch sweep (the SDK splits
+    batches above the server's 64)."""
+    settings, texts, st64 = b.settings, b.texts, b.base[64]
+    b.add("headline", SDK.format("HTTP"), "batch 64", 64, b.measure(_sdk_call(http_sdk, texts[:64])), st64)
+    many = (texts * (settings.many // len(texts) + 1))[: settings.many]
+    b.add("headline", SDK.format("gRPC"), f"{settings.many:,} per call (64 x 4 in flight)", settings.many,
+          b.measure(_sdk_call(grpc_sdk, many)), st64)
+    for batch in settings.client_batches:
+        chunk = (texts * (batch // len(texts) + 1))[:batch]
+        base = b.add("batch", b.st.name, f"batch {batch}", batch, b.measure(b.st.encoder(chunk)))
+        b.add("batch", SDK.format("gRPC"), f"batch {batch}", batch, b.measure(_sdk_call(grpc_sdk, chunk)), base)
+
+
+def _int8_cosines(b: _Bench, grpc_sdk: Encoder) -> tuple[list[str], np.ndarray]:
+    """The int8 export's vectors against fp32 on a mixed-length corpus; the corpus and its fp32 vectors."""
+    with Encoder(b.server.grpc_url, model="int8") as int8_sdk:
+        corpus = workload.mixed(b.tokenizer, 200, b.settings.mixed_lengths, seed=7)
+        fp32_vectors = grpc_sdk.encode(corpus)
+        _record_cosines(b.results, "int8", fp32_vectors, int8_sdk.encode(corpus))
+    return corpus, fp32_vectors
+
+
+def _openvino_service(b: _Bench, corpus: list[str], fp32_vectors: np.ndarray) -> tuple[_RowsByLoad, _RowsByLoad, Row]:
+    """The OpenVINO exports, the same graph on OpenVINO's CPU plugin: perf_analyzer and the SDK at each load, the
+    vectors of both exports against fp32, and the int8 export at batch 64."""
+    ov_pa = _service_rows(b, PERF_ANALYZER.format("gRPC") + ", OpenVINO",
+                          partial(b.pa["grpc"].measure, OPENVINO, b.data))
+    with Encoder(b.server.grpc_url, model=OPENVINO) as ov_sdk, \
+            Encoder(b.server.grpc_url, model=OPENVINO_INT8) as ov_int8_sdk:
+        ov_sdk_rows = _service_rows(b, SDK.format("gRPC") + ", OpenVINO",
+                                    lambda batch, clients: b.measure(_sdk_call(ov_sdk, b.texts[:batch]), clients))
+        for prefix, encoder in [("openvino", ov_sdk), ("openvino_int8", ov_int8_sdk)]:
+            _record_cosines(b.results, prefix, fp32_vectors, encoder.encode(corpus))
+    ov_int8 = b.add("headline", PERF_ANALYZER.format("gRPC") + ", OpenVINO int8", "batch 64", 64,
+                    b.pa["grpc"].measure(OPENVINO_INT8, b.data, 64, 1), b.base[64])
+    return ov_pa, ov_sdk_rows, ov_int8
+
+
+# -- sweeps -------------------------------------------------------------------------
+# Sweep points the headline already measured (same model, data, batch and clients) reuse its figures.
+
+
+def _sequence_lengths(b: _Bench) -> None:
+    """perf_analyzer at batch `seq_batch` against sentence-transformers, at each sentence length."""
+    for length in b.settings.seq_lengths:
+        batch_texts = workload.sentences(b.tokenizer, 64, length)
+        base = b.add("seq_len", b.st.name, f"{length} tokens", length,
+                     b.measure(b.st.encoder(batch_texts[: b.settings.seq_batch])))
+        seq_data = workload.write_input_data(batch_texts, b.scratch / f"seq{length}.json")
+        b.add("seq_len", PERF_ANALYZER.format("gRPC"), f"{length} tokens", length,
+              b.pa["grpc"].measure(DEFAULT_MODEL_NAME, seq_data, b.settings.seq_batch, 1), base)
+
+
+def _concurrency(b: _Bench, pa: _RowsByLoad) -> None:
+    """Concurrent single-sentence clients, which only dynamic batching turns into batches."""
+    for clients in b.settings.concurrencies:
+        measured = {1: pa[1], 16: pa[16]}.get(clients)
+        b.add("clients", PERF_ANALYZER.format("gRPC"), f"{clients} clients x batch 1", clients,
+              measured.result if measured else b.pa["grpc"].measure(DEFAULT_MODEL_NAME, b.data, 1, clients),
+              b.base[64])
+
+
+def _layer_depths(b: _Bench, pa64: Row) -> None:
+    """Pooling at each layer depth: the upper layers cut from the graph."""
+    for layer in b.settings.layer_depths:
+        b.add("layer", PERF_ANALYZER.format("gRPC"), f"layer {layer}", layer, pa64.result if layer == -1 else
+              b.pa["grpc"].measure(f"layer{layer}", b.data, 64, 1), b.base[64])
+
+
+def _mixed_lengths(b: _Bench) -> None:
+    """Mixed-length traffic with length groups and as one padded block: padded tokens computed per real token,
+    from the encoder's token counters."""
+    mixed_texts = workload.mixed(b.tokenizer, 256, b.settings.mixed_lengths)
+    mixed_data = workload.write_input_data(mixed_texts, b.scratch / "mixed.json")
+    for mixed_model, label in [(DEFAULT_MODEL_NAME, "length groups"), (UNGROUPED, "one padded block")]:
+        before = _tokens_metric(b.server.metrics_url, f"{mixed_model}_encoder")
+        b.add("mixed", PERF_ANALYZER.format("gRPC") + f", {label}", "16 clients x batch 1, mixed", 16,
+              b.pa["grpc"].measure(mixed_model, mixed_data, 1, 16))
+        after = _tokens_metric(b.server.metrics_url, f"{mixed_model}_encoder")
+        real = after["real"] - before["real"]
+        ratio = (after["computed"] - before["computed"]) / real if real else float("nan")
+        b.results.facts["padding_ratio" if mixed_model == DEFAULT_MODEL_NAME else "padding_ratio_ungrouped"] = ratio
+
+
+# -- the facts the targets are judged on ------------------------------------------
+
+
+def _closing_facts(b: _Bench, in_process: _InProcessRows, served: _ServedRows) -> None:
+    """The baselines measured again (the faster kept), and the ratios and latencies the targets are judged on."""
+    results, st64, st1 = b.results, b.base[64], b.base[1]
+    results.facts["unstable"] = [point for analyzer in b.pa.values() for point in analyzer.unstable]
+    results.keep_faster(st64, b.measure(b.st.encoder(b.texts[:64])))
+    results.keep_faster(st1, b.measure(b.st.encoder(b.single)))
+    pa, http, sdk = served.pa["gRPC"], served.pa["HTTP"], served.sdk["gRPC"]
+    results.facts.update(
+        st_measured_twice=True,
+        batch64_vs_st=pa[64].ratio, sdk_batch64_vs_st=sdk[64].ratio, concurrent16_vs_batch64=(
+            pa[16].result.sentences_per_s / pa[64].result.sentences_per_s),
+        single_p50_ms=pa[1].result.p50_ms, sdk_single_p50_ms=sdk[1].result.p50_ms, st_single_p50_ms=st1.result.p50_ms,
+        int8_vs_st=served.int8.ratio,
+        http_concurrent16_vs_batch64=http[16].result.sentences_per_s / http[64].result.sentences_per_s,
+        sdk_concurrent16_vs_batch64=sdk[16].result.sentences_per_s / sdk[64].result.sentences_per_s,
+        onnxruntime_vs_in_process=pa[64].result.sentences_per_s / in_process.ort64.result.sentences_per_s,
+        **_tail_facts("grpc", sdk[1].result), **_tail_facts("http", served.sdk["HTTP"][1].result),
+    )
+    if report.cpu_class(results.machine) == report.BF16_UNITS:  # a target there, and quick to measure again
+        results.keep_faster(in_process.st_bf16_64, b.measure(in_process.st_bf16.encoder(b.texts[:64])))
+    _cpu_runtime_facts(results, {"ONNX Runtime": (pa, sdk), "OpenVINO": (served.openvino_pa, served.openvino_sdk)},
+                       {"ONNX Runtime": (served.int8, "int8"), "OpenVINO": (served.openvino_int8, "openvino_int8")},
+                       in_process.st_bf16_64, in_process.ov64)
 
 
 def _tokenizer_alone(results: Results, settings: Settings, tokenizer_file: Path, http: PerfAnalyzer,
@@ -417,12 +445,6 @@ def _record_cosines(results: Results, prefix: str, reference: np.ndarray, vector
     cosines = (reference * vectors).sum(axis=1)
     results.facts[f"{prefix}_cosine_mean"] = float(cosines.mean())
     results.facts[f"{prefix}_cosine_min"] = float(cosines.min())
-
-
-def _service_loads(st64: Row, st1: Row) -> list[tuple]:
-    """The loads each service configuration is measured at: key, setting, value, batch, clients, baseline."""
-    return [(64, "batch 64", 64, 64, 1, st64), (1, "batch 1", 1, 1, 1, st1),
-            (16, "16 clients x batch 1", 16, 1, 16, st64)]
 
 
 def _openvino_in_process(results: Results, repo: Path, tokenizer_file: Path, texts: list[str],
@@ -523,7 +545,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     settings = Settings.quick() if args.quick else Settings()
     started = time.monotonic()
-    results = report.load(args.from_results) if args.from_results else run(settings, args.out, args.repository)
+    results = load(args.from_results) if args.from_results else run(settings, args.out, args.repository)
     report.write(results, args.out, args.markdown)
     _log.info("benchmark done in %.0f s: %s, %s", time.monotonic() - started, args.out, args.markdown)
     return 0

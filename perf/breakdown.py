@@ -24,8 +24,8 @@ from bertserve.model_repository.repository import NATIVE_ENCODER_QUEUE_DELAY_US
 from bertserve.server import ServerConfig, TritonServer
 
 from . import hops, workload
-from .bench import _machine
 from .measure import timed
+from .results import cpu_text, machine
 from .variants import copy_as
 
 
@@ -75,9 +75,9 @@ def measure(source: Path, name: str, seconds: float, clients: int, batch: int, t
     info = json.loads((source / name / "bertserve.json").read_text())
     tokenizer = Tokenizer.from_file(str(source / f"{name}_tokenizer" / "1" / "tokenizer.json"))
     texts = workload.sentences(tokenizer, batch, tokens)
-    machine = _machine()
+    probe = machine()
     lines = [f"{name} ({info['runtime'] or info['backend']}, {info['precision']}); {clients} SDK clients x batch {batch}, "
-             f"{tokens}-token sentences; {machine['cpu']} ({machine.get('isa', '')})", "",
+             f"{tokens}-token sentences; {cpu_text(probe)} ({probe.get('isa', '')})", "",
              "| deployment | sentences/s | p50 ms | tokenizer queue / compute ms | encoder queue / compute ms |",
              "|---|---:|---:|---:|---:|"]
     for variant in variants(_is_openvino(source, name)):

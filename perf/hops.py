@@ -23,8 +23,8 @@ from bertserve.model_repository.repository import NATIVE_ENCODER_QUEUE_DELAY_US,
 from bertserve.server import ServerConfig, TritonServer
 
 from . import workload
-from .bench import _machine
 from .measure import Tail, tail
+from .results import cpu_text, machine
 from .variants import copy_as
 
 # The per-request steps Triton times for each model, in the order a request goes through them.
@@ -206,7 +206,7 @@ def measure(source: Path, name: str, seconds: float, tokens: int) -> dict[str, A
                                              lambda: client.infer(name, _text(sentence), ("embedding",)), seconds))
                     finally:
                         client.close()
-    return {"model": name, "tokens": tokens, "seconds": seconds, "machine": _machine(),
+    return {"model": name, "tokens": tokens, "seconds": seconds, "machine": machine(),
             "encoder_max_queue_delay_us": exported_us, "other_max_queue_delay_us": 0 if exported_us else DELAY_US,
             "in_process_tokenizer": asdict(in_process),
             "hops": [asdict(hop) for hop in hops], "costs": costs(hops, in_process, exported_us)}
@@ -240,7 +240,7 @@ def table(data: dict[str, Any]) -> list[str]:
     lines = [f"{data['model']}, one {data['tokens']}-token sentence per request, one client, {data['seconds']:g} s per "
              f"path; encoder max_queue_delay {data['encoder_max_queue_delay_us']} µs as exported (the other delay: "
              f"{data['other_max_queue_delay_us']} µs); "
-             f"{m['cpu']} (ISA: {m.get('isa', '')})", "",
+             f"{cpu_text(m)} (ISA: {m.get('isa', '')})", "",
              "| request path | requests | client p50 ms | p99.9 ms | max ms | per model: queue / input / infer / output ms |",
              "|---|---:|---:|---:|---:|---|"]
     for hop in data["hops"]:

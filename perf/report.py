@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import csv
-import json
-from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
-from . import gpu
-
-if TYPE_CHECKING:
-    from .bench import Results, Row
+from . import gpu_report
+from .results import ISA_FLAGS, Results, Row, cpu_text, load, save
 
 SWEEPS = {
     "seq_len": ("Sequence length", "tokens per sentence"),
@@ -45,26 +40,11 @@ def cpu_class(machine: dict[str, str]) -> str:
 
 
 def write(results: Results, out: Path, markdown: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    payload = {"machine": results.machine, "settings": asdict(results.settings), "facts": results.facts,
-               "rows": [_flat(row) for row in results.rows]}
-    (out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
-    with (out / "results.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(_flat(results.rows[0])))
-        writer.writeheader()
-        writer.writerows(_flat(row) for row in results.rows)
+    """Write a run's results.json and .csv, its plots, and the BENCHMARKS.md they make."""
+    save(results, out)
     results = load(out / "results.json")  # the table and plots show exactly what the files hold
     plots = _plots(results, out)
     markdown.write_text(_markdown(results, plots, markdown.parent))
-
-
-def _flat(row: Row) -> dict:
-    return {"sweep": row.sweep, "system": row.system, "setting": row.setting, "value": row.value,
-            "sentences_per_s": round(row.result.sentences_per_s, 2), "p50_ms": round(row.result.p50_ms, 3),
-            "p99_ms": round(row.result.p99_ms, 3), "ratio_to_sentence_transformers": (
-                round(row.ratio, 3) if row.ratio is not None else None),
-            **{key: None if getattr(row.result, key) is None else round(getattr(row.result, key), 3)
-               for key in ("p999_ms", "max_ms")}}
 
 
 def _plots(results: Results, out: Path) -> dict[str, Path]:
@@ -259,8 +239,6 @@ def _cpu_targets(results: Results) -> list[str]:
 
 def _isa(machine: dict[str, str]) -> str:
     """The recorded ISA flags, those the CPU has and those it lacks."""
-    from .bench import ISA_FLAGS
-
     if "isa" not in machine:
         return ""
     has = machine["isa"].split()
@@ -268,20 +246,6 @@ def _isa(machine: dict[str, str]) -> str:
     if not has:
         return f" (ISA: none of {' '.join(ISA_FLAGS)})"
     return f" (ISA: {' '.join(has)}" + (f"; lacks {' '.join(lacks)})" if lacks else ")")
-
-
-def load(path: Path) -> Results:
-    """A run written by `write`, read back, to re-render the table and plots without measuring again."""
-    from .bench import Results, Row, Settings
-    from .measure import Measurement
-
-    data = json.loads(path.read_text())
-    rows = [Row(r["sweep"], r["system"], r["setting"], r["value"],
-                Measurement(r["sentences_per_s"], r["p50_ms"], r["p99_ms"], r.get("p999_ms"), r.get("max_ms")),
-                r["ratio_to_sentence_transformers"])
-            for r in data["rows"]]
-    settings = Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in data["settings"].items()})
-    return Results(settings, data["machine"], rows, data["facts"])
 
 
 def _markdown(results: Results, plots: dict[str, Path], base: Path) -> str:
@@ -296,7 +260,8 @@ def _markdown(results: Results, plots: dict[str, Path], base: Path) -> str:
         "",
         f"## CPU{quick}",
         "",
-        f"Machine: {m['cpu']}{_isa(m)}; Python {m['python']}; Triton {m['triton']}; ONNX Runtime {m['onnxruntime']}; "
+        f"Machine: {cpu_text(m)}{_isa(m)}; Python {m['python']}; Triton {m['triton']}; "
+        f"ONNX Runtime {m['onnxruntime']}; "
         + "".join(f"{label} {m[key]}; " for label, key in [("OpenVINO", "openvino"), ("fastembed", "fastembed")]
                   if key in m)
         + f"torch {m['torch']}; sentence-transformers {m['sentence-transformers']}; {m['date']}.",
@@ -346,5 +311,5 @@ def _markdown(results: Results, plots: dict[str, Path], base: Path) -> str:
               f"Encoder tokens computed per real token: {results.facts['padding_ratio']:.3f} with length groups, "
               f"{results.facts['padding_ratio_ungrouped']:.3f} with each batch run as one padded block "
               "(from the encoder's `bertserve_encoder_tokens_total` counters on Triton's metrics endpoint).", ""]
-    lines += [gpu.section(gpu.recorded())]
+    lines += [gpu_report.section(gpu_report.recorded())]
     return "\n".join(lines)

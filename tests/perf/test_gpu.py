@@ -1,4 +1,4 @@
-"""The GPU harness (`perf/gpu.py`): BENCHMARKS.md shows the recorded run, verdicts follow the numbers, and the
+"""The GPU harness (`perf/gpu*.py`): BENCHMARKS.md shows the recorded run, verdicts follow the numbers, and the
 harness runs end to end (on the CPU here, so that it still works when a GPU machine is next available)."""
 
 from __future__ import annotations
@@ -8,7 +8,9 @@ import json
 
 import pytest
 
-from perf import gpu
+from perf import gpu_report as gpu
+from perf.gpu_run import run
+from perf.results import GpuSettings
 
 ROOT_BENCHMARKS = gpu.ROOT / "BENCHMARKS.md"
 
@@ -51,7 +53,7 @@ def test_no_recorded_run_says_so():
 
 @pytest.mark.server
 def test_the_harness_runs_end_to_end(tmp_path, minilm_dir):
-    results = gpu.run(gpu.Settings.quick(), tmp_path, tmp_path / "work", minilm_dir)
+    results = run(GpuSettings.quick(), tmp_path, tmp_path / "work", minilm_dir)
     assert not results["errors"]
     assert json.loads((tmp_path / "gpu.json").read_text()) == json.loads(json.dumps(results))
     systems = {(p["model"], p["system"]) for p in results["points"]}

@@ -6,9 +6,10 @@ from dataclasses import replace
 
 import pytest
 
-from perf.bench import Results, Row, Settings, _cpu_runtime_facts
+from perf.bench import _cpu_runtime_facts
 from perf.measure import Measurement
 from perf.report import CPU_TARGETS_TITLE, GPU_TARGETS, HOST_PATH_TITLE, verdict, write
+from perf.results import Results, Row, Settings
 
 from .markdown import tables
 
