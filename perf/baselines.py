@@ -15,6 +15,8 @@ from typing import Callable
 
 import numpy as np
 
+from bertserve import contract
+
 from .keepalive import KeepAliveClient
 
 INFINITY = Path(__file__).resolve().parent.parent / ".tools" / "infinity" / "bin" / "infinity_emb"
@@ -70,7 +72,7 @@ class OnnxRuntimeBaseline(_InProcess):
     def encode(self, batch: list[str]) -> np.ndarray:
         from bertserve.export.tokenizer import encoder_inputs  # the exporter package imports torch
 
-        return self.session.run(["embedding"], encoder_inputs(self.tokenizer, batch))[0]
+        return self.session.run([contract.EMBEDDING], encoder_inputs(self.tokenizer, batch))[0]
 
 
 class OpenVinoBaseline(_InProcess):
@@ -103,7 +105,7 @@ class OpenVinoBaseline(_InProcess):
         outputs: list = [None] * (len(bounds) - 1)
 
         def done(request, index: int) -> None:
-            outputs[index] = request.get_tensor("embedding").data.copy()
+            outputs[index] = request.get_tensor(contract.EMBEDDING).data.copy()
 
         self.queue.set_callback(done)
         for index, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
@@ -139,7 +141,7 @@ def fastembed_folder(model_dir: Path, folder: Path) -> Path:
                              token_type_ids=token_type_ids).last_hidden_state
 
     folder.mkdir(parents=True, exist_ok=True)
-    inputs = ("input_ids", "attention_mask", "token_type_ids")
+    inputs = contract.TOKEN_TENSORS
     example = tuple(torch.ones((2, 8), dtype=torch.int64) for _ in inputs)
     axes = {name: {0: "batch", 1: "sequence"} for name in (*inputs, "last_hidden_state")}
     with torch.no_grad(), warnings.catch_warnings():

@@ -22,6 +22,7 @@ from typing import Any, Callable, NamedTuple, Optional
 import numpy as np
 import openai
 
+from bertserve import contract
 from bertserve import Encoder
 from bertserve.frontdoor import FrontDoor, FrontDoorConfig
 from bertserve.model_repository.deployment import Runtime
@@ -101,7 +102,7 @@ def _exported(repo: Path, name: str, runtime: Optional[str] = None, precision: O
     if not stamp.is_file():
         return False
     info = json.loads(stamp.read_text())
-    return all(want is None or info.get(key) == want for key, want in (("runtime", runtime), ("precision", precision)))
+    return all(want is None or info.get(key) == want for key, want in ((contract.ENCODER_RUNTIME, runtime), ("precision", precision)))
 
 
 @dataclass

@@ -76,7 +76,7 @@ def measure(source: Path, name: str, seconds: float, clients: int, batch: int, t
     tokenizer = Tokenizer.from_file(str(source / f"{name}_tokenizer" / "1" / "tokenizer.json"))
     texts = workload.sentences(tokenizer, batch, tokens)
     probe = machine()
-    lines = [f"{name} ({info['runtime'] or info['backend']}, {info['precision']}); {clients} SDK clients x batch {batch}, "
+    lines = [f"{name} ({info[contract.ENCODER_RUNTIME] or info['backend']}, {info['precision']}); {clients} SDK clients x batch {batch}, "
              f"{tokens}-token sentences; {cpu_text(probe)} ({probe.get('isa', '')})", "",
              "| deployment | sentences/s | p50 ms | tokenizer queue / compute ms | encoder queue / compute ms |",
              "|---|---:|---:|---:|---:|"]

@@ -13,6 +13,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from bertserve import contract
+
 from .results import GpuPoint
 
 _log = logging.getLogger("bertserve.bench.gpu")
@@ -115,7 +117,7 @@ def _in_process_point(model, tokenizer, name: str, chunk: list[str], length: int
         with torch.inference_mode():
             encoded = tokenizer(chunk, padding=True, truncation=True, max_length=length, return_tensors="pt").to(device)
             hidden = model(**encoded).last_hidden_state
-            mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            mask = encoded[contract.ATTENTION_MASK].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1).float() / mask.sum(1).float()
             return len(torch.nn.functional.normalize(pooled, dim=-1).cpu())
 
@@ -185,7 +187,7 @@ def reference_vectors(model_dir: Path, texts: list[str]) -> np.ndarray:
     with torch.inference_mode():
         encoded = tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
         hidden = model(**encoded).last_hidden_state
-        mask = encoded["attention_mask"].unsqueeze(-1).float()
+        mask = encoded[contract.ATTENTION_MASK].unsqueeze(-1).float()
         return torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1).numpy()
 
 

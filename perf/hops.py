@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 from tokenizers import Tokenizer
 
+from bertserve import contract
 from bertserve.model_repository.repository import NATIVE_ENCODER_QUEUE_DELAY_US, component_names
 from bertserve.server import ServerConfig, TritonServer
 
@@ -29,7 +30,7 @@ from .variants import copy_as
 
 # The per-request steps Triton times for each model, in the order a request goes through them.
 STEPS = ("queue", "compute_input", "compute_infer", "compute_output")
-TOKEN_TENSORS = ("input_ids", "attention_mask", "token_type_ids")
+TOKEN_TENSORS = contract.TOKEN_TENSORS
 # The batcher delay the ensemble is measured again with: 0 where the export has one, this where it has none.
 DELAY_US = NATIVE_ENCODER_QUEUE_DELAY_US  # the delay an export without one is compared with
 OTHER_DELAY = "ensemble, gRPC, the encoder's other batcher delay"
@@ -107,15 +108,15 @@ class _Client:
 
 
 def _text(sentence: str) -> dict[str, np.ndarray]:
-    return {"text": np.array([[sentence.encode()]], dtype=object)}
+    return {contract.TEXT: np.array([[sentence.encode()]], dtype=object)}
 
 
 def _ids(tokenizer: Tokenizer, sentence: str) -> dict[str, np.ndarray]:
     """The encoder's inputs for one sentence, as the tokenizer model makes them (no padding for one row)."""
     encoding = tokenizer.encode(sentence)
-    return {"input_ids": np.array([encoding.ids], dtype=np.int64),
-            "attention_mask": np.array([encoding.attention_mask], dtype=np.int64),
-            "token_type_ids": np.array([encoding.type_ids], dtype=np.int64)}
+    return {contract.INPUT_IDS: np.array([encoding.ids], dtype=np.int64),
+            contract.ATTENTION_MASK: np.array([encoding.attention_mask], dtype=np.int64),
+            contract.TOKEN_TYPE_IDS: np.array([encoding.type_ids], dtype=np.int64)}
 
 
 def _latencies(call: Callable[[], object], seconds: float, warmup: int = 5) -> Tail:
@@ -147,19 +148,19 @@ def _paths(triton: TritonServer, name: str, tokenizer: Tokenizer, sentence: str,
     grpc, http = _Client(triton, "grpc"), _Client(triton, "http")
     try:
         ids = _ids(tokenizer, sentence)
-        tok_outputs = (*TOKEN_TENSORS, "token_count")
+        tok_outputs = (*TOKEN_TENSORS, contract.TOKEN_COUNT)
 
         def tokenize_then_encode() -> object:
             tokens = grpc.infer(tok_model, _text(sentence), tok_outputs)
-            return grpc.infer(enc_model, {k: tokens[k] for k in TOKEN_TENSORS}, ("embedding",))
+            return grpc.infer(enc_model, {k: tokens[k] for k in TOKEN_TENSORS}, (contract.EMBEDDING,))
 
         for label, client in (("gRPC", grpc), ("HTTP", http)):
             hops.append(_measure(f"ensemble, {label}", client, (name, tok_model, enc_model),
-                                 lambda c=client: c.infer(name, _text(sentence), ("embedding",)), seconds))
+                                 lambda c=client: c.infer(name, _text(sentence), (contract.EMBEDDING,)), seconds))
         hops.append(_measure("tokenizer model alone, gRPC (strings in)", grpc, (tok_model,),
                              lambda: grpc.infer(tok_model, _text(sentence), tok_outputs), seconds))
         hops.append(_measure("encoder model alone, gRPC (ids in)", grpc, (enc_model,),
-                             lambda: grpc.infer(enc_model, ids, ("embedding",)), seconds))
+                             lambda: grpc.infer(enc_model, ids, (contract.EMBEDDING,)), seconds))
         hops.append(_measure("tokenizer then encoder from the client, gRPC", grpc, (tok_model, enc_model),
                              tokenize_then_encode, seconds))
     finally:
@@ -203,10 +204,10 @@ def measure(source: Path, name: str, seconds: float, tokens: int) -> dict[str, A
                     client = _Client(triton, "grpc")
                     try:
                         hops.append(_measure(label, client, (name, *component_names(name)),
-                                             lambda: client.infer(name, _text(sentence), ("embedding",)), seconds))
+                                             lambda: client.infer(name, _text(sentence), (contract.EMBEDDING,)), seconds))
                     finally:
                         client.close()
-    return {"model": name, "tokens": tokens, "seconds": seconds, "machine": machine(),
+    return {"model": name, "sentence_tokens": tokens, "seconds": seconds, "machine": machine(),
             "encoder_max_queue_delay_us": exported_us, "other_max_queue_delay_us": 0 if exported_us else DELAY_US,
             "in_process_tokenizer": asdict(in_process),
             "hops": [asdict(hop) for hop in hops], "costs": costs(hops, in_process, exported_us)}
@@ -237,7 +238,7 @@ def costs(hops: list[Hop], in_process_tokenizer: Tail, exported_delay_us: int) -
 def table(data: dict[str, Any]) -> list[str]:
     """The measured paths and the hop costs, as markdown."""
     m = data["machine"]
-    lines = [f"{data['model']}, one {data['tokens']}-token sentence per request, one client, {data['seconds']:g} s per "
+    lines = [f"{data['model']}, one {data['sentence_tokens']}-token sentence per request, one client, {data['seconds']:g} s per "
              f"path; encoder max_queue_delay {data['encoder_max_queue_delay_us']} µs as exported (the other delay: "
              f"{data['other_max_queue_delay_us']} µs); "
              f"{cpu_text(m)} (ISA: {m.get('isa', '')})", "",

@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional
 
 from google.protobuf import text_format
 
+from bertserve import contract
 from bertserve.model_repository.config import parse
 from bertserve.model_repository.repository import component_names
 
@@ -49,8 +50,8 @@ def padding_ratio(ratio: float) -> ConfigEdit:
     """An edit that sets the encoder's `max_padding_ratio` (a large value runs each batch as one padded block)."""
 
     def edit(tokenizer: Any, encoder: Any) -> None:
-        if "max_padding_ratio" not in encoder.parameters:
+        if contract.MAX_PADDING_RATIO not in encoder.parameters:
             raise ValueError("the encoder has no max_padding_ratio (only the Python backend groups by length)")
-        encoder.parameters["max_padding_ratio"].string_value = str(ratio)
+        encoder.parameters[contract.MAX_PADDING_RATIO].string_value = str(ratio)
 
     return edit

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from bertserve import contract
+
 # Words that are one WordPiece each in BERT's uncased vocabulary.
 _WORDS = (
     "the cat sat on a mat and dog ran in park with ball while birds sang over green hills under blue sky "
@@ -34,5 +36,5 @@ def mixed(tokenizer: Tokenizer, n: int, lengths: tuple[int, ...], seed: int = 0)
 
 def write_input_data(texts: list[str], path: Path) -> Path:
     """perf_analyzer `--input-data` JSON: one entry per sentence for the ensemble's `text` input."""
-    path.write_text(json.dumps({"data": [{"text": {"content": [t], "shape": [1]}} for t in texts]}))
+    path.write_text(json.dumps({"data": [{contract.TEXT: {"content": [t], "shape": [1]}} for t in texts]}))
     return path

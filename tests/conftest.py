@@ -241,7 +241,8 @@ def repository(default_home: Path, minilm_dir: Path, tiny_bert_dir: Path,
 @pytest.fixture(scope="session")
 def variants_repository(default_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The default model and the variants `make bench` measures (int8, a shallow layer, length groups off)."""
-    from perf.bench import Settings, export_models
+    from perf.bench import export_models
+    from perf.results import Settings
 
     repo = tmp_path_factory.mktemp("variants") / "repository"
     repo.mkdir()
