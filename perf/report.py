@@ -39,12 +39,12 @@ def cpu_class(machine: dict[str, str]) -> str:
     return BF16_UNITS if set(machine.get("isa", "").split()) & set(BF16_FLAGS) else AVX2_ONLY
 
 
-def write(results: Results, out: Path, markdown: Path) -> None:
-    """Write a run's results.json and .csv, its plots, and the BENCHMARKS.md they make."""
+def write(results: Results, out: Path, markdown: Path, plots: bool = True) -> None:
+    """Write a run's results.json and .csv, its plots (unless `plots` is false: the tables alone, in a second
+    rather than several), and the BENCHMARKS.md they make."""
     save(results, out)
     results = load(out / "results.json")  # the table and plots show exactly what the files hold
-    plots = _plots(results, out)
-    markdown.write_text(_markdown(results, plots, markdown.parent))
+    markdown.write_text(_markdown(results, _plots(results, out) if plots else {}, markdown.parent))
 
 
 def _plots(results: Results, out: Path) -> dict[str, Path]:
