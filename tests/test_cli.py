@@ -168,16 +168,6 @@ def test_status_command_prints_the_models(server, capsys):
     assert "Triton 2.51.0" in out and f"{DEFAULT_NAME}_encoder" in out
 
 
-def test_a_plain_export_on_a_cpu_with_bf16_units_runs_openvino_auto(tiny_bert_dir, tmp_path, capsys, monkeypatch):
-    import bertserve.export.config
-
-    monkeypatch.setattr(bertserve.export.config, "cpu_flags", lambda: frozenset({"avx2", "amx_bf16"}))
-    code, out, err = _main(capsys, "export", str(tiny_bert_dir), "--repository", str(tmp_path / "repo"),
-                           "--max-seq-len", "32")
-    assert code == 0, err
-    assert (json.loads(out)["runtime"], json.loads(out)["precision"]) == ("openvino", "auto")
-
-
 def test_export_with_the_torch_runtime_and_tokenizer_instances(tiny_bert_dir, tmp_path, capsys):
     repo = tmp_path / "repo"
     code, out, err = _main(capsys, "export", str(tiny_bert_dir), "--repository", str(repo), "--name", "t",

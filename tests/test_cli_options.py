@@ -7,7 +7,10 @@ import argparse
 
 import pytest
 
+import bertserve.export
+import bertserve.export.config
 from bertserve import cli
+from bertserve.errors import BertserveError
 from bertserve.export import Backend, Deployment, PerformanceHint, Pooling, Precision, Runtime
 from bertserve.export.config import DEFAULT_MAX_BATCH_SIZE
 from bertserve.frontdoor.config import FrontDoorConfig
@@ -77,3 +80,23 @@ def test_the_front_door_config_survives_its_command_line(config):
     commands = cli._parser()._subparsers._group_actions[0].choices
     args = commands["frontdoor"].parse_args(config.arguments())
     assert FrontDoorConfig.from_arguments(args, triton_url=args.url, api_key=config.api_key) == config
+
+
+@pytest.mark.parametrize("flags, args, expected", [
+    ({"avx2", "amx_bf16"}, [], (Runtime.OPENVINO, Precision.AUTO)),  # neither --runtime nor --precision: the CPU's
+    ({"avx2"}, [], (Runtime.ONNXRUNTIME, Precision.FP32)),
+    ({"avx2", "amx_bf16"}, ["--precision", "int8"], (Runtime.ONNXRUNTIME, Precision.INT8)),  # asked: as asked
+    ({"avx2", "amx_bf16"}, ["--gpus", "0"], (Runtime.ONNXRUNTIME, Precision.FP32)),  # a GPU export is not the CPU's
+])
+def test_a_plain_export_gets_the_cpus_default_encoder(monkeypatch, tmp_path, flags, args, expected):
+    exported = []
+
+    def export_model(config):  # the CLI's choice is the test; the export itself is tested in tests/export
+        exported.append(config)
+        raise BertserveError("stop here")
+
+    monkeypatch.setattr(bertserve.export.config, "cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setattr(bertserve.export, "export_model", export_model)
+    assert cli.main(["export", str(tmp_path), "--repository", str(tmp_path / "repo"), *args]) == 1
+    (config,) = exported
+    assert (config.deployment.runtime, config.precision) == expected

@@ -40,11 +40,11 @@ def length_groups(lengths, max_ratio):
     return groups
 
 
-def cpu_threads(config):
-    """Threads for one instance's forward pass on the CPU: the cores shared out among the model's instances,
-    which run batches at the same time (each on all cores, they would fight over them)."""
-    instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
-    return max(1, len(os.sched_getaffinity(0)) // instances)
+def cpu_threads():
+    """Threads for one instance's forward pass on the CPU: every core. Split among the instances, a lone batch
+    would run on part of the machine (measured, 2 cores, 2 instances: batch 64 at 191 sentences/s split, 262
+    on every core); where both instances are busy they share the cores (ONNX Runtime's threads do not spin)."""
+    return len(os.sched_getaffinity(0))
 
 
 class _OnnxRuntime:
@@ -55,7 +55,10 @@ class _OnnxRuntime:
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = cpu_threads(config)
+        options.intra_op_num_threads = cpu_threads()
+        # Spinning threads wait for work by burning their core: two busy instances would starve each other
+        # (measured, 16 single-sentence clients: 146 sentences/s spinning, 220 not).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CPUExecutionProvider"]
         if args["model_instance_kind"] == "GPU":
             if "CUDAExecutionProvider" in ort.get_available_providers():
@@ -88,7 +91,7 @@ class _OpenVinoRuntime:
             version_dir / "model.xml",
             params[contract.INFERENCE_PRECISION],
             params[contract.PERFORMANCE_HINT],
-            cpu_threads(config),
+            cpu_threads(),
         )
         self.streams = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         self.queue = ov.AsyncInferQueue(compiled, self.streams)
@@ -126,7 +129,7 @@ class _TorchRuntime:
             else:
                 pb_utils.Logger.log_warn("GPU instance but this PyTorch has no CUDA; running on CPU")
         if device == "cpu":
-            torch.set_num_threads(cpu_threads(config))
+            torch.set_num_threads(cpu_threads())
         self.device = torch.device(device)
         self.module = torch.jit.load(str(version_dir / "model.pt"), map_location=self.device).eval()
 
