@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from bertserve.errors import ServerStartError
-from bertserve.server._child import client_host, die_with_parent, port_free
+from bertserve.server._child import PARENT_VARIABLE, client_host, port_free
 
 from .config import FrontDoorConfig
 
@@ -48,13 +48,12 @@ class FrontDoor:
             raise ServerStartError(f"front-door port {taken[0]} is already in use; stop what uses it or pick "
                                    "another (--openai-port, --bert-as-service-port)")
         command = [sys.executable, "-m", "bertserve.frontdoor", *self.config.arguments()]
-        environment = dict(os.environ)
+        environment = {**os.environ, PARENT_VARIABLE: str(os.getpid())}  # the door follows this process itself
         environment.pop("BERTSERVE_API_KEY", None)
         if self.config.api_key:  # in the environment, not on the command line where `ps` shows it
             environment["BERTSERVE_API_KEY"] = self.config.api_key
         with open(self._log, "wb") as log:
-            self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment,
-                                             preexec_fn=die_with_parent)
+            self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment)
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while not all(self._answers(port) for port in self._ports()):
             if self._process.poll() is not None or time.monotonic() > deadline:
