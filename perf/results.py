@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from bertserve.export.config import cpu_flags
+
 from .measure import Measurement
 
 _log = logging.getLogger("bertserve.bench")
@@ -214,8 +216,7 @@ def _cpuinfo() -> tuple[str, set[str]]:
     except OSError:
         info = []
     name = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), None)
-    flags = set(next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), []))
-    return name or platform.processor() or "", flags
+    return name or platform.processor() or "", set(cpu_flags())
 
 
 def _gpu() -> str:
