@@ -29,7 +29,7 @@ def follow_parent() -> None:
     if parent is None:
         return
     die_with_parent()
-    if os.getppid() != int(parent):  # the owner died before the line above
+    if not parent.isdigit() or os.getppid() != int(parent):  # the owner died before the line above
         sys.exit("bertserve: the process that started this one is gone")
 
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 
+import psutil
 import pytest
 
 from bertserve.errors import ConfigError, ServerStartError
 from bertserve.frontdoor import FrontDoor, FrontDoorConfig
 
+from ..conftest import settled
 from .conftest import free_pair
 
 
@@ -58,3 +62,29 @@ def test_a_taken_port_is_named_before_anything_starts(door, taken):
                                                    "it or pick another"):
             front.start()
     assert not front.is_alive() and front._process is None
+
+
+_OWNER = """
+import os
+from bertserve.frontdoor import FrontDoor, FrontDoorConfig
+from bertserve.server import free_ports
+door = FrontDoor(FrontDoorConfig(triton_url="127.0.0.1:1", host="127.0.0.1", openai_port=free_ports(1)[0]))
+door.start()
+print(door._process.pid, flush=True)
+os._exit(0)  # no stop(): a crash of the owner
+"""
+
+
+@pytest.mark.server  # a front-door process of its own
+def test_a_door_dies_with_the_process_that_started_it():
+    owner = subprocess.run([sys.executable, "-c", _OWNER], capture_output=True, text=True, timeout=120)
+    assert owner.returncode == 0, owner.stderr
+    door = int(owner.stdout.split()[-1])
+    assert not settled(lambda: _running(door), lambda running: not running), "the door outlived its owner"
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
