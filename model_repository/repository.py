@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -25,13 +26,20 @@ from .deployment import Backend, Deployment, Runtime
 
 _BACKENDS = Path(__file__).parent / "backends"
 TOKEN_TENSORS = contract.TOKEN_TENSORS
-# What clients may send: the text, and optionally a second segment, a pre-tokenized flag and a flag asking for the
-# tokens (show_tokens) per item. The ensemble passes each of them on to the tokenizer.
+# What clients may send: the text, and optionally a second segment, a pre-tokenized flag, a flag asking for the
+# tokens (show_tokens), the side to truncate, a prompt and a window of a long text per item. The ensemble passes each of them on to the
+# tokenizer.
+# A sparse encoder on the Python backend reads return_tokens too: it then names its entries' tokens.
+_RETURN_TOKENS = TensorSpec(contract.RETURN_TOKENS, "TYPE_BOOL", (1,), optional=True)
 TEXT_INPUTS = (
     TensorSpec(contract.TEXT, "TYPE_STRING", (1,)),
     TensorSpec(contract.TEXT_PAIR, "TYPE_STRING", (1,), optional=True),
     TensorSpec(contract.IS_TOKENIZED, "TYPE_BOOL", (1,), optional=True),
-    TensorSpec(contract.RETURN_TOKENS, "TYPE_BOOL", (1,), optional=True),
+    _RETURN_TOKENS,
+    TensorSpec(contract.TRUNCATION_DIRECTION, "TYPE_STRING", (1,), optional=True),
+    TensorSpec(contract.PROMPT, "TYPE_STRING", (1,), optional=True),
+    TensorSpec(contract.PROMPT_NAME, "TYPE_STRING", (1,), optional=True),
+    TensorSpec(contract.WINDOW, "TYPE_INT64", (1,), optional=True),
 )
 # What the tokenizer tells clients besides ids: the tokens the encoder sees, and the count before truncation.
 TOKEN_INFO = (TensorSpec(contract.TOKENS, "TYPE_STRING", (-1,)), TensorSpec(contract.TOKEN_COUNT, "TYPE_INT64", (1,)))
@@ -68,7 +76,7 @@ def model_configs(
     queue_bounds = {"max_queue_size": deployment.max_queue_size,
                     "queue_timeout_microseconds": int(deployment.queue_timeout * 1_000_000)}
     tokens = tuple(TensorSpec(n, "TYPE_INT64", (-1,)) for n in TOKEN_TENSORS)
-    embedding = TensorSpec(contract.EMBEDDING, "TYPE_FP32", (-1, info.dim) if info.token_level else (info.dim,))
+    results = task_outputs(info)
     tokenizer = ModelConfig(
         name=tokenizer_name,
         backend="python",
@@ -84,6 +92,8 @@ def model_configs(
             contract.CLS_TOKEN: special_tokens.cls,
             contract.SEP_TOKEN: special_tokens.sep,
             contract.UNK_TOKEN: special_tokens.unk,
+            contract.PROMPTS: json.dumps(dict(info.prompts)),
+            contract.DEFAULT_PROMPT_NAME: info.default_prompt_name,
         },
     )
     python, tensorrt = deployment.backend is Backend.PYTHON, deployment.backend is Backend.TENSORRT
@@ -94,8 +104,9 @@ def model_configs(
         max_batch_size=info.max_batch_size,
         # Ragged (Python backend only): it pads requests of different lengths together,
         # so the dynamic batcher may merge them instead of only merging equal shapes.
-        inputs=tuple(TensorSpec(t.name, t.data_type, t.dims, allow_ragged_batch=python) for t in tokens),
-        outputs=(embedding,),
+        inputs=tuple(TensorSpec(t.name, t.data_type, t.dims, allow_ragged_batch=python) for t in tokens)
+        + ((_RETURN_TOKENS,) if _has_terms(info) else ()),
+        outputs=results,
         instance_group=InstanceGroup(deployment.instances, deployment.instance_kind, deployment.gpus,
                                      tensorrt_profiles(info.max_seq_len) if tensorrt else ()),
         dynamic_batching=DynamicBatching(
@@ -107,7 +118,7 @@ def model_configs(
         tensorrt_accelerator=("FP16" if info.precision == "fp16" else "FP32") if deployment.tensorrt_accelerator else None,
         parameters=_encoder_parameters(info, deployment),
     )
-    ensemble_outputs = (embedding, *TOKEN_INFO) + ((tokens[1],) if info.token_level else ())
+    ensemble_outputs = (*results, *TOKEN_INFO) + ((tokens[1],) if info.token_level else ())
     ensemble = ModelConfig(
         name=info.name,
         platform="ensemble",
@@ -120,11 +131,33 @@ def model_configs(
                 {t.name: t.name for t in TEXT_INPUTS},
                 {n: n for n in TOKEN_TENSORS + tuple(t.name for t in TOKEN_INFO)},
             ),
-            EnsembleStep(encoder_name, {n: n for n in TOKEN_TENSORS}, {contract.EMBEDDING: contract.EMBEDDING}),
+            EnsembleStep(encoder_name, {n: n for n in TOKEN_TENSORS + ((contract.RETURN_TOKENS,) if _has_terms(info) else ())},
+                         {t.name: t.name for t in results}),
         ),
         parameters=info.to_parameters(),
+        # Cached whole: a hit skips both steps. The steps themselves are not cached: a request repeated exactly
+        # hits at the ensemble, so their entries would only double the memory held for it.
+        response_cache=True,
     )
     return tokenizer, encoder, ensemble
+
+
+def task_outputs(info: ModelInfo) -> tuple[TensorSpec, ...]:
+    """The encoder's outputs for the model's task (contract.Task), which the ensemble passes on to clients."""
+    task = contract.Task(info.task)
+    if task is contract.Task.EMBED:
+        return (TensorSpec(contract.EMBEDDING, "TYPE_FP32", (-1, info.dim) if info.token_level else (info.dim,)),)
+    if task is contract.Task.SPARSE:
+        terms = (TensorSpec(contract.SPARSE_TERMS, "TYPE_STRING", (-1,)),) if _has_terms(info) else ()
+        return (TensorSpec(contract.SPARSE_INDICES, "TYPE_INT64", (-1,)),
+                TensorSpec(contract.SPARSE_VALUES, "TYPE_FP32", (-1,))) + terms
+    return tuple(TensorSpec(name, "TYPE_FP32", (info.dim,)) for name in task.outputs)
+
+
+def _has_terms(info: ModelInfo) -> bool:
+    """Whether the encoder names its sparse entries' tokens (contract.SPARSE_TERMS): a sparse model on the Python
+    backend, which reads the vocabulary and builds them for requests that set return_tokens."""
+    return info.task == contract.Task.SPARSE.value and info.backend == Backend.PYTHON.value
 
 
 def _encoder_parameters(info: ModelInfo, deployment: Deployment) -> dict[str, str]:
@@ -159,6 +192,13 @@ def tensorrt_profiles(max_seq_len: int) -> tuple[str, ...]:
     return tuple(str(i) for i in range(len(contract.length_buckets(max_seq_len))))
 
 
+def _next_version(ensemble: Path) -> int:
+    """The version a (re-)exported ensemble gets: one past the one it replaces. Triton's response cache keys
+    answers by model name, version and inputs, so a replaced model's new version never gets the old answers."""
+    numbers = [int(p.name) for p in ensemble.iterdir() if p.name.isdigit()] if ensemble.is_dir() else []
+    return max(numbers, default=0) + 1
+
+
 def existing_models(repository: Path, name: str, overwrite: bool) -> list[Path]:
     """The folders of model `name` already in `repository`; an `ExportError` if there are any and not `overwrite`."""
     existing = [repository / folder for folder in (name, *component_names(name)) if (repository / folder).exists()]
@@ -187,6 +227,8 @@ def write_model(
     if deployment.backend is Backend.PYTHON:
         encoder_files["model.py"] = _BACKENDS / "encoder" / "model.py"
     existing = existing_models(repository, info.name, overwrite)
+    versions = {cfg.name: "1" for cfg in (tokenizer_cfg, encoder_cfg)}
+    versions[ensemble_cfg.name] = str(_next_version(repository / ensemble_cfg.name))
     targets = [repository / cfg.name for cfg in (ensemble_cfg, tokenizer_cfg, encoder_cfg)]
     repository.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{info.name}-", dir=repository.parent))
@@ -196,12 +238,14 @@ def write_model(
             (tokenizer_cfg, {"model.py": _BACKENDS / "tokenizer" / "model.py"}),
             (encoder_cfg, encoder_files),
         ]:
-            version = staging / cfg.name / "1"
+            version = staging / cfg.name / versions[cfg.name]
             version.mkdir(parents=True)
             (staging / cfg.name / "config.pbtxt").write_text(cfg.render())
             for target, source in files.items():
                 shutil.copyfile(source, version / target)
         tokenizer.save(str(staging / tokenizer_cfg.name / "1" / "tokenizer.json"))
+        if _has_terms(info):
+            tokenizer.save(str(staging / encoder_cfg.name / "1" / "tokenizer.json"))
         (staging / ensemble_cfg.name / "bertserve.json").write_text(info.to_json())
         for target in existing:
             shutil.rmtree(target)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from enum import Enum
 from typing import Any, Optional
 
 from .errors import ConfigError
@@ -24,6 +25,18 @@ IS_TOKENIZED = "is_tokenized"
 RETURN_TOKENS = "return_tokens"
 RETURN_TOKENS_FORMAT = 4  # the first export format (info.FORMAT_VERSION) whose models take it; older ones always send
 
+# Optional STRING inputs per item. `truncation_direction`: which end of an over-long item is cut, "right" (the
+# default) or "left". `prompt`: text put before the item (the first segment), "" for none; `prompt_name`: one of the
+# model's prompts (PROMPTS) by name. With neither, the model's default prompt (DEFAULT_PROMPT_NAME) applies.
+TRUNCATION_DIRECTION = "truncation_direction"
+TRUNCATION_DIRECTIONS = ("right", "left")
+PROMPT = "prompt"
+PROMPT_NAME = "prompt_name"
+# Optional INT64 input per item, for encoding a long text in windows (long_input "chunk"): the item is the window of
+# max_seq_len - 2 tokens of its text that starts at this token (0: the first), between [CLS] and [SEP]. Its
+# token_count is the whole text's.
+WINDOW = "window"
+
 # Outputs besides the encoder's inputs: the tokens the encoder sees, and each item's token count before truncation.
 TOKENS = "tokens"
 TOKEN_COUNT = "token_count"
@@ -36,6 +49,10 @@ NOT_COUNTED = -1
 # Parameters. MAX_SEQ_LEN is also the bertserve.json field of the same meaning.
 MAX_SEQ_LEN = "max_seq_len"
 CLS_TOKEN, SEP_TOKEN, UNK_TOKEN = "cls_token", "sep_token", "unk_token"  # the vocabulary's special tokens
+# The model's prompts, a JSON object of name -> text (its sentence-transformers configuration's `prompts`), and the
+# name of the one applied when a request names none ("" for none).
+PROMPTS = "prompts"
+DEFAULT_PROMPT_NAME = "default_prompt_name"
 # The most bytes of text (all items, both segments) one request may carry.
 MAX_REQUEST_BYTES = "max_request_bytes"
 DEFAULT_MAX_REQUEST_BYTES = 32 << 20
@@ -63,10 +80,40 @@ def bucket_width(width: int, buckets: tuple[int, ...]) -> int:
 
 # --- The encoder model --------------------------------------------------------------------------------------------
 
-# Inputs (the tokenizer's outputs, in this order) and output.
+# Inputs (the tokenizer's outputs, in this order).
 INPUT_IDS, ATTENTION_MASK, TOKEN_TYPE_IDS = "input_ids", "attention_mask", "token_type_ids"
 TOKEN_TENSORS = (INPUT_IDS, ATTENTION_MASK, TOKEN_TYPE_IDS)
+
+# Outputs, by the model's task (Task below); the ensemble passes them on under the same names.
+# embed: one vector per item ([dim]), or per token ([tokens, dim]) for pooling `none`.
 EMBEDDING = "embedding"
+# rerank (a (query, document) pair per item) and classify: the head's raw logits, one per label ([labels]), and the
+# scores made of them: the sigmoid for rerank (one label), the softmax over the labels for classify.
+LOGITS = "logits"
+SCORES = "scores"
+# sparse (SPLADE): max over the item's tokens of log(1 + relu(MLM logits)), a vocabulary-sized vector sent as the
+# vocabulary ids of its non-zero weights and the weights, largest first ([k] each). k is the most any item of the
+# batch has; an item with fewer is padded with weight 0 (and id 0): a weight of 0 is padding, never an entry.
+SPARSE_INDICES = "sparse_indices"
+SPARSE_VALUES = "sparse_values"
+# Optional output of sparse models on the Python backend, built only when a request asks for it: the vocabulary's
+# token for each of sparse_indices (empty for padding), for a {token: weight} view.
+SPARSE_TERMS = "sparse_terms"
+
+
+class Task(str, Enum):
+    """What a model computes, recorded with it at export: it decides the encoder's outputs."""
+
+    EMBED = "embed"  # sentence or token vectors
+    RERANK = "rerank"  # a relevance score per (query, document) pair: a cross-encoder with one label
+    CLASSIFY = "classify"  # a score per label: a fine-tuned sequence-classification head
+    SPARSE = "sparse"  # SPLADE vectors over the vocabulary, from a masked-LM head
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The encoder's (and ensemble's) outputs for this task."""
+        return {Task.EMBED: (EMBEDDING,), Task.RERANK: (LOGITS, SCORES), Task.CLASSIFY: (LOGITS, SCORES),
+                Task.SPARSE: (SPARSE_INDICES, SPARSE_VALUES)}[self]
 
 # Parameters (Python backend). ENCODER_RUNTIME: what runs the exported graph, "onnxruntime", "openvino" or "torch".
 # MAX_PADDING_RATIO: rows of a batch run in length groups padded to at most this many computed tokens per real one.
@@ -81,7 +128,7 @@ PERFORMANCE_HINT = "performance_hint"
 def parameters(config: Mapping[str, Any], *required: str) -> dict[str, str]:
     """A model's parameters from its Triton config (as a backend gets it, parsed from JSON), refusing a config
     without each of `required`: the writer, not the backend, decides every value."""
-    found = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+    found = {key: value.get("string_value", "") for key, value in config.get("parameters", {}).items()}
     missing = [key for key in required if key not in found]
     if missing:
         raise ConfigError(f"model {config.get('name')!r} has no parameter {', '.join(missing)}: it was exported by "

@@ -10,7 +10,7 @@ only; the full path stays in `bertserve.json`, on the server's disk.
 from __future__ import annotations
 
 import json
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any, Mapping
 
@@ -21,12 +21,20 @@ _PREFIX = "bertserve."
 # 2: token_count may be contract.NOT_COUNTED; queue bounds; 4xx errors. 3: the model config names the source folder
 # by its base name only (a change of version re-exports the default model, whose older config shows the path).
 # 4: two instances of each model; the tokenizer builds token strings only when a request asks for them.
-FORMAT_VERSION = 4
+# 5: a task (embed, rerank, classify, sparse) and, for classify, the labels; prompts; per-request truncation side;
+# int8 / uint8 calibration ranges; the ensemble's response cache.
+FORMAT_VERSION = 5
 
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """Description of one exported embedding model."""
+    """Description of one exported model: what it computes (`task`) and how.
+
+    `dim` is the width of the task's output: the vector for embed, the number of labels for rerank (1) and
+    classify, the vocabulary for sparse. `labels` name classify's outputs, in order (`id2label`). `prompts` are the
+    model's named prompts (name -> text put before the input), `default_prompt_name` the one applied when a request
+    names none ("" for none).
+    """
 
     name: str
     source: str  # the exported folder: its path where exported, its base name where read from the server
@@ -40,6 +48,13 @@ class ModelInfo:
     precision: str = "fp32"
     backend: str = "python"
     runtime: str = "onnxruntime"  # Python backend: onnxruntime or torch; empty for a native backend
+    task: str = contract.Task.EMBED.value
+    labels: tuple[str, ...] = ()
+    prompts: Mapping[str, str] = field(default_factory=dict)
+    default_prompt_name: str = ""
+    # Pooled embed models: each dimension's minimum and maximum over the varied corpus, calibrated at export, for
+    # int8 and uint8 output (bertserve.quantize). () where not calibrated.
+    quantization_ranges: tuple[tuple[float, ...], ...] = ()
     format_version: int = FORMAT_VERSION
 
     @property
@@ -51,7 +66,9 @@ class ModelInfo:
         """Flat string map for Triton model-config `parameters`."""
         out = {}
         for key, value in asdict(self).items():
-            if isinstance(value, (tuple, list)):
+            if key in ("labels", contract.PROMPTS, "quantization_ranges"):  # any text, commas included; nested lists
+                value = json.dumps(value if isinstance(value, Mapping) else list(value))
+            elif isinstance(value, (tuple, list)):
                 value = ",".join(str(v) for v in value)
             elif isinstance(value, bool):
                 value = "true" if value else "false"
@@ -66,7 +83,7 @@ class ModelInfo:
         raw = {}
         for key, value in params.items():
             if key.startswith(_PREFIX):
-                raw[key[len(_PREFIX):]] = value["string_value"] if isinstance(value, Mapping) else value
+                raw[key[len(_PREFIX):]] = value.get("string_value", "") if isinstance(value, Mapping) else value
         missing = [f.name for f in fields(cls) if f.name not in raw and f.default is MISSING]
         if missing:
             raise ModelNotFoundError(
@@ -86,6 +103,11 @@ class ModelInfo:
             precision=raw.get("precision", "fp32"),
             backend=raw.get("backend", "python"),
             runtime=raw.get(contract.ENCODER_RUNTIME, "onnxruntime"),
+            task=raw.get("task", contract.Task.EMBED.value),
+            labels=tuple(json.loads(raw.get("labels", "[]"))),
+            prompts=json.loads(raw.get(contract.PROMPTS, "{}")),
+            default_prompt_name=raw.get(contract.DEFAULT_PROMPT_NAME, ""),
+            quantization_ranges=tuple(tuple(row) for row in json.loads(raw.get("quantization_ranges", "[]"))),
             format_version=int(raw.get("format_version", FORMAT_VERSION)),
         )
 

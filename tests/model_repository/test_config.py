@@ -14,9 +14,21 @@ from bertserve.model_repository.deployment import Backend, Deployment, Performan
 from bertserve.model_repository.repository import NATIVE_ENCODER_QUEUE_DELAY_US, model_configs
 
 
-def _info(pooling: str = "mean", precision: str = "fp32") -> ModelInfo:
-    return ModelInfo(name="m", source="/models/x", dim=768, pooling=pooling, layers=(-2, -1), normalize=False,
-                     max_seq_len=128, max_batch_size=32, precision=precision)
+def _info(pooling: str = "mean", precision: str = "fp32", **fields) -> ModelInfo:
+    fields = {"dim": 768, **fields}
+    return ModelInfo(name="m", source="/models/x", pooling=pooling, layers=(-2, -1), normalize=False,
+                     max_seq_len=128, max_batch_size=32, precision=precision, **fields)
+
+
+# One model of each task (and of each backend where the task's outputs differ by backend).
+TASK_MODELS = {
+    "embed": _info(),
+    "tokens": _info("none"),
+    "rerank": _info("cls_pooled", task="rerank", dim=1, labels=("score",)),
+    "classify": _info("cls_pooled", task="classify", dim=3, labels=("negative, really", "neutral", "positive")),
+    "sparse": _info("max", task="sparse", dim=30522),
+    "sparse-native": _info("max", task="sparse", dim=30522, backend="onnxruntime", runtime=""),
+}
 
 
 DEPLOYMENTS = [
@@ -49,7 +61,8 @@ def test_configs_say_what_triton_needs(pooling, deployment):
     # Native backends batch only equal shapes: their tokenizer pads each request to a length bucket.
     buckets = {"length_buckets": "" if deployment.backend is Backend.PYTHON else "16,32,64,128"}
     assert _parameters(tokenizer) == {"max_seq_len": "128", "max_request_bytes": str(32 << 20), "cls_token": "[CLS]",
-                                      "sep_token": "[SEP]", "unk_token": "[UNK]", **buckets}
+                                      "sep_token": "[SEP]", "unk_token": "[UNK]", "prompts": "{}", "default_prompt_name": "",
+                                      **buckets}
     # Backpressure on both steps: a full queue or a long wait turns a request away at once.
     for config in (tokenizer, encoder):
         policy = config.dynamic_batching.default_queue_policy
@@ -81,10 +94,12 @@ def test_configs_say_what_triton_needs(pooling, deployment):
     assert {k for k in _parameters(ensemble)} == {f"bertserve.{k}" for k in ModelInfo.__dataclass_fields__}
 
 
-@pytest.mark.parametrize("pooling", ["mean", "none"])
-def test_ensemble_steps_are_wired_with_matching_tensors(pooling):
+@pytest.mark.parametrize("model", TASK_MODELS)
+def test_ensemble_steps_are_wired_with_matching_tensors(model):
     """Every tensor a step reads exists, with the type and shape its producer gives it; every output is produced."""
-    tokenizer, encoder, ensemble = (parse(c.render()) for c in model_configs(_info(pooling)))
+    info = TASK_MODELS[model]
+    deployment = Deployment(Backend(info.backend)) if info.backend != "python" else Deployment()
+    tokenizer, encoder, ensemble = (parse(c.render()) for c in model_configs(info, deployment))
     models = {c.name: c for c in (tokenizer, encoder)}
     available = {t.name: (t.data_type, list(t.dims)) for t in ensemble.input}
     for step in ensemble.ensemble_scheduling.step:
@@ -97,6 +112,24 @@ def test_ensemble_steps_are_wired_with_matching_tensors(pooling):
         for name, tensor in step.output_map.items():
             available[tensor] = outputs[name]
     assert {t.name: (t.data_type, list(t.dims)) for t in ensemble.output}.items() <= available.items()
+
+
+@pytest.mark.parametrize("model, outputs", [
+    ("rerank", ["logits", "scores"]),
+    ("classify", ["logits", "scores"]),
+    ("sparse", ["sparse_indices", "sparse_values", "sparse_terms"]),
+    ("sparse-native", ["sparse_indices", "sparse_values"]),  # no vocabulary in a native backend: no terms
+])
+def test_each_task_serves_its_own_outputs(model, outputs):
+    """The ensemble returns the task's outputs (contract.Task.outputs) and the tokenizer's counts; a sparse
+    model on the Python backend also names its entries' tokens, when asked with return_tokens."""
+    info = TASK_MODELS[model]
+    tokenizer, encoder, ensemble = (parse(c.render()) for c in model_configs(info, Deployment(Backend(info.backend))))
+    assert [o.name for o in encoder.output] == outputs
+    assert [o.name for o in ensemble.output] == outputs + ["tokens", "token_count"]
+    assert ("return_tokens" in {i.name for i in encoder.input}) == ("sparse_terms" in outputs)
+    params = {k: {"string_value": v.string_value} for k, v in ensemble.parameters.items()}
+    assert ModelInfo.from_parameters("m", params) == dataclasses.replace(info, source="x")
 
 
 def test_token_level_model_exposes_mask_and_per_token_vectors():

@@ -71,8 +71,8 @@ class _OnnxRuntime:
         self.session = ort.InferenceSession(str(version_dir / "model.onnx"), options, providers=providers)
         self.device = self.session.get_providers()[0]
 
-    def run(self, batches):
-        return [self.session.run([contract.EMBEDDING], feeds)[0] for feeds in batches]
+    def run(self, batches, outputs):
+        return [self.session.run(outputs, feeds) for feeds in batches]
 
 
 class _OpenVinoRuntime:
@@ -101,10 +101,10 @@ class _OpenVinoRuntime:
         self.device = f"CPU (OpenVINO, {precision}, {self.streams} stream{'s' * (self.streams > 1)})"
 
     def _finished(self, request, key):
-        self.results[key] = request.get_output_tensor(0).data.copy()
+        self.results[key] = [request.get_tensor(name).data.copy() for name in self.outputs]
 
-    def run(self, batches):
-        self.results = {}
+    def run(self, batches, outputs):
+        self.results, self.outputs = {}, outputs
         for b, feeds in enumerate(batches):
             rows = len(feeds[contract.INPUT_IDS])
             bounds = np.linspace(0, rows, min(self.streams, rows) + 1).astype(int)
@@ -112,7 +112,8 @@ class _OpenVinoRuntime:
                 self.queue.start_async({name: value[start:end] for name, value in feeds.items()}, (b, part))
         self.queue.wait_all()
         parts = sorted(self.results)
-        return [np.concatenate([self.results[key] for key in parts if key[0] == b]) for b in range(len(batches))]
+        return [[_concatenate([self.results[key][o] for key in parts if key[0] == b]) for o in range(len(outputs))]
+                for b in range(len(batches))]
 
 
 class _TorchRuntime:
@@ -133,16 +134,17 @@ class _TorchRuntime:
         self.device = torch.device(device)
         self.module = torch.jit.load(str(version_dir / "model.pt"), map_location=self.device).eval()
 
-    def run(self, batches):
+    def run(self, batches, outputs):
         torch = self.torch
+        results = []
         # The JIT's profiling executor re-specialises the graph for new shapes, and every batch has a new
         # shape; without it each op runs as in eager PyTorch, at a steady speed.
         with torch.inference_mode(), torch.jit.optimized_execution(False):
-            return [
-                self.module(*(torch.from_numpy(feeds[name]).to(self.device, non_blocking=True) for name in INPUTS))
-                .float().cpu().numpy()
-                for feeds in batches
-            ]
+            for feeds in batches:
+                got = self.module(*(torch.from_numpy(feeds[name]).to(self.device, non_blocking=True) for name in INPUTS))
+                got = got if isinstance(got, tuple) else (got,)
+                results.append([t.float().cpu().numpy() if t.is_floating_point() else t.cpu().numpy() for t in got])
+        return results
 
 
 _RUNTIMES = {"onnxruntime": _OnnxRuntime, "openvino": _OpenVinoRuntime, "torch": _TorchRuntime}
@@ -154,8 +156,11 @@ class TritonPythonModel:
         params = contract.parameters(config, contract.ENCODER_RUNTIME, contract.MAX_PADDING_RATIO)
         version_dir = Path(args["model_repository"]) / args["model_version"]
         self.runtime = _RUNTIMES[params[contract.ENCODER_RUNTIME]](version_dir, args, config, params)
+        names = [output["name"] for output in config["output"]]
+        self.outputs = [name for name in names if name != contract.SPARSE_TERMS]  # what the graph computes
+        # A sparse model names its entries' tokens for requests that ask (return_tokens): the vocabulary by id.
+        self.vocabulary = _vocabulary(version_dir / "tokenizer.json") if contract.SPARSE_TERMS in names else None
         self.token_level = len(config["output"][0]["dims"]) == 2
-        self.dim = config["output"][0]["dims"][-1]
         self.max_ratio = float(params[contract.MAX_PADDING_RATIO])
         # The family must outlive its metrics, so it is kept on the model.
         self.token_metrics = pb_utils.MetricFamily(
@@ -187,25 +192,66 @@ class TritonPythonModel:
         groups = length_groups(lengths.tolist(), self.max_ratio)
         batches = []
         for group in groups:
-            rows = np.asarray(group)
-            batches.append({name: block[name][rows, : lengths[rows].max()] for name in INPUTS})
-        outputs = [None] * len(lengths)
-        for group, result in zip(groups, self.runtime.run(batches)):
+            picked = np.asarray(group)
+            batches.append({name: block[name][picked, : lengths[picked].max()] for name in INPUTS})
+        rows = [None] * len(lengths)  # per row, its value of each output
+        for group, results in zip(groups, self.runtime.run(batches, self.outputs)):
             for slot, g in enumerate(group):
-                outputs[g] = result[slot]
+                rows[g] = [result[slot] for result in results]
         self.real_tokens.increment(int(lengths.sum()))
         self.computed_tokens.increment(sum(feeds[contract.INPUT_IDS].size for feeds in batches))
 
         responses, start = [], 0
-        for arrays in per_request:
+        for request, arrays in zip(requests, per_request):
             count, request_width = arrays[contract.INPUT_IDS].shape
-            mine = outputs[start : start + count]
+            mine = rows[start : start + count]
             start += count
-            if self.token_level:
-                block = np.zeros((count, request_width, self.dim), np.float32)
-                for row, vectors in enumerate(mine):
-                    block[row, : len(vectors)] = vectors[:request_width]
-            else:
-                block = np.stack(mine).astype(np.float32, copy=False)
-            responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(contract.EMBEDDING, block)]))
+            tensors = []
+            for o, name in enumerate(self.outputs):
+                # Token vectors come back as wide as the request's own ids, so they line up with its mask.
+                width = request_width if self.token_level else None
+                tensors.append(pb_utils.Tensor(name, _stack([row[o] for row in mine], width)))
+            if self.vocabulary is not None:
+                tensors.append(pb_utils.Tensor(contract.SPARSE_TERMS, self._terms(request, tensors)))
+            responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
         return responses
+
+
+    def _terms(self, request, tensors):
+        """The token of each sparse entry ("" for padding) where the request asks for tokens, else no strings."""
+        indices, values = (t.as_numpy() for t in tensors)
+        asked = pb_utils.get_input_tensor_by_name(request, contract.RETURN_TOKENS)
+        if asked is None or not asked.as_numpy().any():
+            return np.empty((len(indices), 0), np.object_)
+        return np.where(values > 0, self.vocabulary[indices], "").astype(np.object_)
+
+
+def _vocabulary(path):
+    """The tokenizer's tokens, indexed by id."""
+    from tokenizers import Tokenizer
+
+    by_token = Tokenizer.from_file(str(path)).get_vocab(with_added_tokens=True)
+    tokens = np.empty(max(by_token.values()) + 1, np.object_)
+    tokens[:] = ""
+    for token, index in by_token.items():
+        tokens[index] = token
+    return tokens
+
+
+def _stack(rows, width=None):
+    """Rows of one output as one array; rows of different widths (tokens of different requests, the sparse
+    entries of different groups) are zero-padded to `width`, or to the widest."""
+    if width is None and len({row.shape for row in rows}) == 1:
+        return np.stack(rows)
+    width = width if width is not None else max(row.shape[0] for row in rows)
+    block = np.zeros((len(rows), width) + rows[0].shape[1:], rows[0].dtype)
+    for r, row in enumerate(rows):
+        block[r, : len(row)] = row[:width]
+    return block
+
+
+def _concatenate(parts):
+    """Parts of one batch's output (OpenVINO's streams), zero-padded to the widest where widths differ."""
+    if len({part.shape[1:] for part in parts}) == 1:
+        return np.concatenate(parts)
+    return _stack([row for part in parts for row in part])
