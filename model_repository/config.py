@@ -60,6 +60,8 @@ class ModelConfig:
     ensemble_steps: tuple[EnsembleStep, ...] = ()
     parameters: Mapping[str, str] = field(default_factory=dict)
     tensorrt_accelerator: Optional[str] = None  # ONNX Runtime's TensorRT provider, precision "FP16" or "FP32"
+    # Answer a request repeated exactly (same inputs) from Triton's response cache, where the server has one.
+    response_cache: bool = False
 
     def to_proto(self) -> pb.ModelConfig:
         if (self.backend is None) == (self.platform is None):
@@ -102,6 +104,8 @@ class ModelConfig:
         if self.tensorrt_accelerator:
             accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
             accelerator.parameters["precision_mode"] = self.tensorrt_accelerator
+        if self.response_cache:
+            config.response_cache.enable = True
         for key, value in self.parameters.items():
             config.parameters[key].string_value = value
         return config

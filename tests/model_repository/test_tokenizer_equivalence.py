@@ -5,6 +5,7 @@ sent concurrently so the dynamic batcher tokenizes many requests in one batch; a
 from __future__ import annotations
 
 import json
+from functools import partial
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -43,6 +44,10 @@ class Request:
     tokenized: bool = False
     tokens: bool = False  # return_tokens
     raw: Optional[list[bytes]] = None  # `text` as raw bytes (invalid UTF-8)
+    left: Optional[bool] = None  # truncation_direction, "left" or "right" for every item (None: not sent)
+    prompt: Optional[str] = None
+    prompt_name: Optional[str] = None
+    windows: Optional[list[int]] = None  # per item, the token its window starts at
 
 
 @dataclass(frozen=True)
@@ -59,19 +64,30 @@ class Reference:
     def __init__(self, tokenizer_file: Path, max_seq_len: int) -> None:
         self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
         self.tokenizer.no_padding()
+        self.left = Tokenizer.from_file(str(tokenizer_file))
+        self.left.no_padding()
+        self.left.enable_truncation(max_seq_len, direction="left")
         self.counter = Tokenizer.from_file(str(tokenizer_file))
         self.counter.no_padding()
         self.counter.no_truncation()
         self.max_seq_len = max_seq_len
 
-    def item(self, text: str, pair: str = "", tokenized: bool = False) -> Expected:
+    def item(self, text: str, pair: str = "", tokenized: bool = False, left: bool = False, prompt: str = "",
+             window: Optional[int] = None) -> Expected:
+        if window is not None:  # tokens [window, window + max_seq_len - 2) of the whole text, between [CLS] and [SEP]
+            whole = self.counter.encode(prompt + text)
+            ids = whole.ids[1:-1][window : window + self.max_seq_len - 2]
+            tokens = whole.tokens[1:-1][window : window + self.max_seq_len - 2]
+            return Expected(whole.ids[:1] + ids + whole.ids[-1:], [0] * (len(ids) + 2),
+                            whole.tokens[:1] + tokens + whole.tokens[-1:], len(whole.ids))
         if tokenized:
             given = json.loads(text)
+            room = self.max_seq_len - 2
             kept = ["[CLS]"] + [t if self.tokenizer.token_to_id(t) is not None else "[UNK]"
-                                for t in given[: self.max_seq_len - 2]] + ["[SEP]"]
+                                for t in (given[-room:] if left else given[:room])] + ["[SEP]"]
             return Expected([self.tokenizer.token_to_id(t) for t in kept], [0] * len(kept), kept, len(given) + 2)
-        segments = (text, pair) if pair else (text,)
-        encoding = self.tokenizer.encode(*segments)
+        segments = (prompt + text, pair) if pair else (prompt + text,)
+        encoding = (self.left if left else self.tokenizer).encode(*segments)
         over_budget = max(map(len, segments)) > contract.char_budget(self.max_seq_len)
         count = contract.NOT_COUNTED if over_budget else len(self.counter.encode(*segments).ids)
         return Expected(encoding.ids, encoding.type_ids, encoding.tokens, count)
@@ -88,6 +104,18 @@ def _requests(corpus: list[str]) -> list[Request]:
         Request([json.dumps(g) for g in GIVEN], tokenized=True, tokens=True),
         Request([json.dumps(g) for g in GIVEN], tokenized=True),
         Request(["word " * 2000, "short", "x" * 30_000], tokens=True),  # past the character budget of both models
+        # The other end of over-long items kept: text, pairs, given tokens, past the character budget.
+        Request(corpus[:12] + ["first words " + "word " * 300 + "last words"], tokens=True, left=True),
+        Request([a for a, _ in PAIRS], [b for _, b in PAIRS], tokens=True, left=True),
+        Request([json.dumps(g) for g in GIVEN], tokenized=True, tokens=True, left=True),
+        Request(["start " + "word " * 2000 + " end", "x" * 30_000], tokens=True, left=True),
+        Request(corpus[:12], tokens=True, left=False),  # "right", sent: the default's own behaviour
+        Request(corpus[:8] + ["over " * 300], tokens=True, prompt="query: "),  # a prompt before each item
+        Request([a for a, _ in PAIRS], [b for _, b in PAIRS], tokens=True, prompt="a prompt: ", left=True),
+        Request(corpus[:4], prompt_name=""),  # no name: the default prompt (none for these models)
+        # Windows of a long text (long_input "chunk"), the last one short; with a prompt before the text.
+        Request(["one long text, " * 60] * 4 + [corpus[0]], tokens=True, windows=[0, 14, 28, 100, 0]),
+        Request(["query text " * 40] * 2, tokens=True, prompt="query: ", windows=[0, 14]),
     ]
 
 
@@ -100,12 +128,19 @@ BAD = [
     (Request(["fine", "x"], ["", "  "]), "input item 1 is an empty string"),
     (Request(["x", "y"], raw=[b"fine", b"broken \xff\xfe"]), r"input item 1 (text) is not valid UTF-8"),
     (Request(['["ok"]', "not json"], tokenized=True), "input item 1 is marked is_tokenized"),
+    (Request(["fine", "x"], prompt_name="query"), "input item 0 names the prompt 'query', which this model does not have"),
+    (Request(["fine"], prompt="q: ", prompt_name="query"), "send one of them"),
+    (Request(['["ok"]'], tokenized=True, prompt="query: "), "input item 0 is marked is_tokenized: its tokens are used"),
+    (Request(["short text", "short"], windows=[0, 50]), "input item 1 has window 50, past its text's"),
+    (Request(["a", "b"], ["c", "d"], windows=[0, 0]), "input item 0 has window 0: a window starts at token 0 or later, of a single text"),
+    (Request(["a"], windows=[-1]), "input item 0 has window -1"),
 ]
 
 
 def _inputs(request: Request, module=grpcclient) -> list:
     def tensor(name: str, values: np.ndarray) -> object:
-        infer_input = module.InferInput(name, list(values.shape), "BOOL" if values.dtype == np.bool_ else "BYTES")
+        infer_input = module.InferInput(name, list(values.shape), {np.dtype(np.bool_): "BOOL", np.dtype(np.int64): "INT64"}
+                                        .get(values.dtype, "BYTES"))
         infer_input.set_data_from_numpy(values)
         return infer_input
 
@@ -118,6 +153,13 @@ def _inputs(request: Request, module=grpcclient) -> list:
         inputs.append(tensor("is_tokenized", np.ones((n, 1), np.bool_)))
     if request.tokens:
         inputs.append(tensor(contract.RETURN_TOKENS, np.ones((n, 1), np.bool_)))
+    strings = {contract.PROMPT: request.prompt, contract.PROMPT_NAME: request.prompt_name,
+               contract.TRUNCATION_DIRECTION: None if request.left is None else ("left" if request.left else "right")}
+    for name, value in strings.items():
+        if value is not None:
+            inputs.append(tensor(name, np.array([value.encode()] * n, dtype=np.object_).reshape(n, 1)))
+    if request.windows is not None:
+        inputs.append(tensor(contract.WINDOW, np.array(request.windows, np.int64).reshape(n, 1)))
     return inputs
 
 
@@ -143,8 +185,10 @@ def _check(reference: Reference, request: Request, result) -> None:
            ("input_ids", "attention_mask", "token_type_ids", "tokens", "token_count")}
     pairs = request.pairs or [""] * len(request.texts)
     width = got["input_ids"].shape[1]
-    for row, (text, pair) in enumerate(zip(request.texts, pairs)):
-        want = reference.item(text, pair, request.tokenized)
+    expect = partial(reference.item, tokenized=request.tokenized, left=bool(request.left), prompt=request.prompt or "")
+    windows = request.windows or [None] * len(request.texts)
+    for row, (text, pair, window) in enumerate(zip(request.texts, pairs, windows)):
+        want = expect(text, pair, window=window)
         n, pad = len(want.ids), width - len(want.ids)
         where = f"item {row}, {text[:40]!r} / {pair[:40]!r}"
         assert got["input_ids"][row].tolist() == want.ids + [0] * pad, where
@@ -153,7 +197,7 @@ def _check(reference: Reference, request: Request, result) -> None:
         assert got["token_count"][row].tolist() == [want.count], where
         if request.tokens:
             assert [t.decode() for t in got["tokens"][row]] == want.tokens + [""] * pad, where
-    assert max(map(len, (reference.item(t, p, request.tokenized).ids for t, p in zip(request.texts, pairs)))) == width
+    assert max(len(expect(t, p, window=w).ids) for t, p, w in zip(request.texts, pairs, windows)) == width
     if not request.tokens:  # no strings built for a request that did not ask for them
         assert got["tokens"].shape == (len(request.texts), 0)
 
