@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from bertserve import contract
+from bertserve.errors import ConfigError
 
 DEFAULT_STARTUP_TIMEOUT = 180.0
 DEFAULT_STOP_TIMEOUT = 10.0  # as Docker gives a container between SIGTERM and SIGKILL
@@ -36,10 +37,16 @@ class ServerConfig:
     startup_timeout: float = DEFAULT_STARTUP_TIMEOUT
     stop_timeout: float = DEFAULT_STOP_TIMEOUT  # grace period for in-flight requests before the process is killed
     log_verbose: int = 0
+    # Bytes of Triton's local response cache, None for none. Models whose config enables the cache (every exported
+    # ensemble) then answer a request repeated exactly from it, without running the tokenizer or the encoder.
+    cache_size: Optional[int] = None
 
     def __post_init__(self) -> None:
         for name in ("api_key", "admin_key"):
             contract.check_key(name, getattr(self, name))
+        if self.cache_size is not None and not (isinstance(self.cache_size, int) and self.cache_size > 0):
+            raise ConfigError(f"the response cache size must be a positive number of bytes, got {self.cache_size!r}; "
+                              "leave it out to serve without a cache")
 
     @classmethod
     def loopback(cls, repository: Union[Path, str], **options: Any) -> ServerConfig:
@@ -53,8 +60,9 @@ class ServerConfig:
         """Whether the repository is in object storage rather than a local folder."""
         return is_object_storage(self.repository)
 
-    def arguments(self, backend_directory: Path, admin_key: str) -> list[str]:
-        """tritonserver command-line arguments (without the binary)."""
+    def arguments(self, backend_directory: Path, admin_key: str, cache_directory: Optional[Path] = None) -> list[str]:
+        """tritonserver command-line arguments (without the binary); `cache_directory` holds the server's cache
+        implementations."""
         apis = ",".join(ADMIN_APIS)
         arguments = [
             f"--model-repository={self.repository}",
@@ -76,6 +84,9 @@ class ServerConfig:
             f"--exit-timeout-secs={int(self.stop_timeout)}",
             f"--log-verbose={self.log_verbose}",
         ]
+        if self.cache_size is not None:
+            arguments.append(f"--cache-config=local,size={self.cache_size}")
+            arguments += [f"--cache-directory={cache_directory}"] if cache_directory else []
         if self.api_key:
             bearer = f"{contract.API_KEY_HEADER}=Bearer {self.api_key}"
             arguments += [f"--http-restricted-api=inference:{bearer}", f"--grpc-restricted-protocol=inference:{bearer}"]

@@ -39,12 +39,14 @@ class _TritonInstall:
     backends: Optional[Path]  # the backend directory of an installed server (NGC image)
     python_backend: Optional[Path] = None  # the wheel's Python backend and the stub for this interpreter,
     stub: Optional[Path] = None  # assembled into a backend directory at each start
+    caches: Optional[Path] = None  # the response cache implementations (caches/local)
 
 
 def _find_triton(binary: Optional[Path]) -> _TritonInstall:
     """An installed tritonserver (`binary`, as in the NGC image), else the one in the nvidia-pytriton wheel."""
     if binary is not None:
-        install = _TritonInstall(Path(binary), None, Path(binary).resolve().parent.parent / "backends")
+        root = Path(binary).resolve().parent.parent
+        install = _TritonInstall(Path(binary), None, root / "backends", caches=root / "caches")
         for path in (install.binary, install.backends):
             if not path.exists():
                 raise ServerStartError(f"{path} is missing: pass the tritonserver of a Triton install "
@@ -66,6 +68,7 @@ def _find_triton(binary: Optional[Path]) -> _TritonInstall:
         backends=None,
         python_backend=root / "backends" / "python",
         stub=root / "python_backend_stubs" / version / "triton_python_backend_stub",
+        caches=root / "caches",
     )
     for path in (install.binary, install.libraries, install.python_backend, install.stub):
         if not path.exists():
@@ -145,7 +148,7 @@ class TritonServer:
         if install.python_backend is not None:
             shutil.copytree(install.python_backend, backends / "python", ignore=shutil.ignore_patterns("__pycache__"))
             shutil.copy2(install.stub, backends / "python" / "triton_python_backend_stub")
-        command = [str(install.binary), *self.config.arguments(backends, self.admin_key)]
+        command = [str(install.binary), *self.config.arguments(backends, self.admin_key, install.caches)]
         _log.info("starting %s", _redacted(" ".join(command), self.admin_key, self.config.api_key))
         with open(self.log_path, "wb") as log:
             self._process = subprocess.Popen(

@@ -19,6 +19,15 @@ class ModelStatus:
     executions: int  # model runs (dynamic batching makes this smaller than requests)
     queue_ms: float  # mean time a request waited in the queue
     compute_ms: float  # mean time of the model's inference step per request
+    # Requests answered from the response cache (served with --cache-size), and those looked up there and run.
+    cache_hits: int = 0
+    cache_misses: int = 0
+
+    @property
+    def cache_hit_ratio(self) -> float:
+        """The share of cache lookups answered from the cache (0.0 without lookups)."""
+        lookups = self.cache_hits + self.cache_misses
+        return self.cache_hits / lookups if lookups else 0.0
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,8 @@ class ServerStatus:
                     executions=int(entry.get("execution_count", 0)),
                     queue_ms=_mean_ms(inference, "queue", success),
                     compute_ms=_mean_ms(inference, "compute_infer", success),
+                    cache_hits=_count(inference, "cache_hit"),
+                    cache_misses=_count(inference, "cache_miss"),
                 )
             )
         return cls(version=str(metadata.get("version", "")), models=tuple(sorted(models, key=lambda m: m.name)))
@@ -56,10 +67,13 @@ class ServerStatus:
         """A plain-text table for terminals."""
         lines = [f"Triton {self.version}",
                  f"{'model':<40} {'ready':<6} {'requests':>9} {'failures':>9} {'inferences':>11} "
-                 f"{'executions':>11} {'queue ms':>9} {'compute ms':>11}"]
+                 f"{'executions':>11} {'queue ms':>9} {'compute ms':>11} {'cache hits':>11} {'misses':>9} {'hit %':>6}"]
         for m in self.models:
+            cached = m.cache_hits + m.cache_misses
             lines.append(f"{m.name:<40} {'yes' if m.ready else 'no':<6} {m.requests:>9} {m.failures:>9} "
-                         f"{m.inferences:>11} {m.executions:>11} {m.queue_ms:>9.2f} {m.compute_ms:>11.2f}")
+                         f"{m.inferences:>11} {m.executions:>11} {m.queue_ms:>9.2f} {m.compute_ms:>11.2f} "
+                         f"{m.cache_hits:>11} {m.cache_misses:>9} "
+                         + (f"{100 * m.cache_hit_ratio:>6.1f}" if cached else f"{'-':>6}"))
         return "\n".join(lines)
 
 
