@@ -36,6 +36,9 @@ PROMPT_NAME = "prompt_name"
 # max_seq_len - 2 tokens of its text that starts at this token (0: the first), between [CLS] and [SEP]. Its
 # token_count is the whole text's.
 WINDOW = "window"
+# The most windows one call may encode (long_input "chunk"), over all its items: a bound on the work one request
+# can ask for.
+DEFAULT_MAX_WINDOWS = 64
 
 # Outputs besides the encoder's inputs: the tokens the encoder sees, and each item's token count before truncation.
 TOKENS = "tokens"
