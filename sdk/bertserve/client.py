@@ -1,9 +1,11 @@
-"""`Encoder`: sentences in, vectors out, from a bertserve model on a Triton server."""
+"""`Encoder`: sentences in, vectors (or rankings, labels, sparse vectors) out, from a bertserve model on a Triton
+server."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import numbers
 import os
 import random
 import sys
@@ -30,6 +32,7 @@ from .errors import (
     ServerUnavailableError,
 )
 from .info import ModelInfo
+from .results import Classified, Label, Ranked, SparseVector
 from .status import ClientStatus, ServerStatus, _ClientCounters
 
 DEFAULT_TIMEOUT = 60.0
@@ -38,6 +41,13 @@ DEFAULT_RETRIES = 3
 PAIR_SEPARATOR = " ||| "  # bert-as-service's way of writing a sentence pair as one string
 _PROGRESS_MIN_REQUESTS = 8  # an automatic progress bar only for jobs of at least this many requests
 T = TypeVar("T")
+# The call that serves each task, for the error that names it.
+_TASK_CALLS = {
+    contract.Task.EMBED.value: "encode(texts)",
+    contract.Task.RERANK.value: "rerank(query, documents)",
+    contract.Task.CLASSIFY.value: "classify(texts)",
+    contract.Task.SPARSE.value: "encode_sparse(texts)",
+}
 
 
 class TruncationWarning(UserWarning):
@@ -64,10 +74,11 @@ class _Batch:
 
 
 class Encoder:
-    """Client for one embedding model served by bertserve.
+    """Client for one model served by bertserve.
 
     `Encoder("localhost:8001").encode(["First do it", "then do it right"])`
-    returns a float32 array `[2, dim]`. The url's scheme picks the protocol
+    returns a float32 array `[2, dim]`; a model exported for another task
+    answers `rerank`, `classify` or `encode_sparse` instead. The url's scheme picks the protocol
     (`grpc://`, `http://`); without one, `protocol` decides, gRPC by default.
     Large inputs are split into requests of at most the model's batch size and
     sent `concurrency` at a time; results keep input order. Every call is
@@ -112,6 +123,7 @@ class Encoder:
         self._model = model
         self._batch_size = batch_size
         self._info: Optional[ModelInfo] = None
+        self._outputs: frozenset[str] = frozenset()  # the served model's outputs, by name
         self._local = threading.local()
         self._transports: list[Transport] = []
         self._lock = threading.Lock()
@@ -148,7 +160,7 @@ class Encoder:
         """
         if output not in ("ndarray", "list"):
             raise InvalidInputError(f"output must be 'ndarray' or 'list', got {output!r}")
-        info, results = self._encode(texts, is_tokenized, show_tokens, padded, progress)
+        info, results = self._encode("encode", texts, is_tokenized, show_tokens, padded, progress)
         self._check_truncation(info, results, truncate)
         vectors = _assemble(info, results, padded, normalize)
         if output == "list":
@@ -167,14 +179,13 @@ class Encoder:
         Input longer than max_seq_len is truncated and marked in `truncated`,
         without a warning: the caller decides what to tell its own users.
         """
-        info, results = self._encode(texts, is_tokenized, show_tokens, padded, None)
-        counts = np.concatenate([r[contract.TOKEN_COUNT].reshape(-1) for r in results])
-        truncated = (counts > info.max_seq_len) | (counts == contract.NOT_COUNTED)
+        info, results = self._encode("encode_detailed", texts, is_tokenized, show_tokens, padded, None)
+        counts, seen, truncated = _token_counts(info, results)
         return Encoded(
             vectors=_assemble(info, results, padded, normalize),
             token_counts=counts,
             truncated=truncated,
-            tokens_seen=int(np.where(truncated, info.max_seq_len, counts).sum()),
+            tokens_seen=int(seen.sum()),
             tokens=_tokens(results) if show_tokens else None,
         )
 
@@ -198,7 +209,7 @@ class Encoder:
         """
         if options.get("show_tokens") or options.get("padded"):
             raise InvalidInputError("encode_stream yields vectors only; use encode() for show_tokens or padded")
-        size = self._request_size(self.info())
+        size = self._request_size(self._serving(contract.Task.EMBED, "encode_stream"))
         in_flight = max_in_flight or self.concurrency
         if in_flight < 1:
             raise InvalidInputError(f"max_in_flight must be at least 1, got {in_flight!r}")
@@ -222,10 +233,96 @@ class Encoder:
                 future.cancel()
             bar.close()
 
+    # -- the other tasks ----------------------------------------------------
+
+    def rerank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        top_n: Optional[int] = None,
+        raw_scores: bool = False,
+        truncate: bool = True,
+    ) -> list[Ranked]:
+        """Score each document's relevance to `query` with a cross-encoder (a rerank model), best first.
+
+        Each (query, document) pair is cut to max_seq_len as sentence-transformers' CrossEncoder cuts it,
+        longest segment first. Scores are the sigmoid of the model's logit, in [0, 1]; `raw_scores=True` gives
+        the logits. `top_n` keeps the best n (ties: the earlier document first). Pairs longer than max_seq_len
+        warn (`TruncationWarning`), or raise `InvalidInputError` when `truncate=False`.
+        """
+        if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, numbers.Integral) or top_n < 1):
+            raise InvalidInputError(f"top_n must be a whole number of at least 1 (or None for all), got {top_n!r}")
+        _check_flags(raw_scores=raw_scores, truncate=truncate)
+        pairs = _listed(documents, "rerank", "document", "rerank(query, [document])")
+        query_bytes = _utf8(query, "the query")
+        seconds = [_utf8(document, f"document {i}") for i, document in enumerate(pairs)]
+        info = self._serving(contract.Task.RERANK, "rerank")
+        output = contract.LOGITS if raw_scores else contract.SCORES
+        results = self._task_results(info, [query_bytes] * len(seconds), seconds, [output])
+        self._check_truncation(info, results, truncate)
+        scores = np.concatenate([r[output] for r in results])[:, 0]
+        _, seen, truncated = _token_counts(info, results)
+        order = np.argsort(-scores, kind="stable")[:top_n]
+        return [Ranked(int(i), float(scores[i]), pairs[i], int(seen[i]), bool(truncated[i])) for i in order]
+
+    def classify(self, texts: Sequence[Any], *, raw_scores: bool = False, truncate: bool = True) -> list[Classified]:
+        """Classify each text with a fine-tuned classification head: every label with its score, best first.
+
+        Items are strings, or `(first, second)` pairs for a model trained on pairs. Scores are the softmax over
+        the model's labels; `raw_scores=True` gives the logits. Input longer than max_seq_len warns
+        (`TruncationWarning`), or raises `InvalidInputError` when `truncate=False`.
+        """
+        _check_flags(raw_scores=raw_scores, truncate=truncate)
+        items = _listed(texts, "classify", "string", "classify([text])")
+        firsts, seconds = zip(*(_plain_item(i, item, pairs=True) for i, item in enumerate(items)))
+        info = self._serving(contract.Task.CLASSIFY, "classify")
+        output = contract.LOGITS if raw_scores else contract.SCORES
+        results = self._task_results(info, list(firsts), list(seconds), [output])
+        self._check_truncation(info, results, truncate)
+        scores = np.concatenate([r[output] for r in results])
+        if scores.shape[1] != len(info.labels):
+            raise ServerError(f"model {info.name!r} sends {scores.shape[1]} scores but names {len(info.labels)} "
+                              "labels; export it again with `bertserve export --overwrite`")
+        _, seen, truncated = _token_counts(info, results)
+        return [
+            Classified([Label(info.labels[j], float(row[j])) for j in np.argsort(-row, kind="stable")],
+                       int(seen[i]), bool(truncated[i]))
+            for i, row in enumerate(scores)
+        ]
+
+    def encode_sparse(self, texts: Sequence[str], *, terms: bool = False, truncate: bool = True) -> list[SparseVector]:
+        """SPLADE vectors of `texts` from a sparse model: per text, the vocabulary ids of its non-zero weights
+        (ascending) and the weights.
+
+        `terms=True` also returns each id's vocabulary token, for `SparseVector.as_dict()`. Input longer than
+        max_seq_len warns (`TruncationWarning`), or raises `InvalidInputError` when `truncate=False`.
+        """
+        _check_flags(terms=terms, truncate=truncate)
+        items = _listed(texts, "encode_sparse", "string", "encode_sparse([text])")
+        firsts = [_plain_item(i, item, pairs=False)[0] for i, item in enumerate(items)]
+        info = self._serving(contract.Task.SPARSE, "encode_sparse")
+        if terms and contract.SPARSE_TERMS not in self._outputs:
+            raise InvalidInputError(
+                f"model {info.name!r} does not send the tokens of its weights (only sparse models on the Python "
+                "backend do); call encode_sparse() without terms=True and look the indices up in its vocabulary"
+            )
+        outputs = [contract.SPARSE_INDICES, contract.SPARSE_VALUES] + ([contract.SPARSE_TERMS] if terms else [])
+        results = self._task_results(info, firsts, [b""] * len(firsts), outputs, tokens=terms)
+        self._check_truncation(info, results, truncate)
+        _, seen, truncated = _token_counts(info, results)
+        rows = (
+            (indices, values, result[contract.SPARSE_TERMS][r] if terms else None)
+            for result in results
+            for r, (indices, values) in enumerate(zip(result[contract.SPARSE_INDICES], result[contract.SPARSE_VALUES]))
+        )
+        return [_sparse_vector(*row, int(seen[i]), bool(truncated[i])) for i, row in enumerate(rows)]
+
     # -- what is served -----------------------------------------------------
 
     def info(self) -> ModelInfo:
-        """What the served model is: name, dimension, pooling, layers, normalisation, max length."""
+        """What the served model is: name, task (and labels), dimension, pooling, layers, normalisation, max
+        length."""
         if self._info is None:
             name = self._model or self._single_model()
             try:
@@ -236,11 +333,12 @@ class Encoder:
                 raise ModelNotFoundError(
                     f"{self.address} does not serve a ready model {name!r}; it serves {served}"
                 ) from None
+            self._outputs = frozenset(output["name"] for output in config.get("output", []))
             self._info = ModelInfo.from_parameters(name, config.get("parameters", {}))
         return self._info
 
     def models(self) -> list[str]:
-        """Names of the bertserve embedding models the server has ready."""
+        """Names of the bertserve models the server has ready, of every task (`info().task` says which)."""
         transport = self._transport()
         names = sorted({entry["name"] for entry in transport.statistics()})  # the loaded models
         return [n for n in names if transport.model_ready(n)
@@ -288,16 +386,39 @@ class Encoder:
     # -- internals ----------------------------------------------------------
 
     def _encode(
-        self, texts: Sequence[Any], is_tokenized: bool, show_tokens: bool, padded: bool, progress: Optional[bool]
+        self, call: str, texts: Sequence[Any], is_tokenized: bool, show_tokens: bool, padded: bool,
+        progress: Optional[bool],
     ) -> tuple[ModelInfo, list[dict[str, np.ndarray]]]:
-        info = self.info()
+        info = self._serving(contract.Task.EMBED, call)
         if padded and not info.token_level:
             raise InvalidInputError(f"padded=True is for token-level models; {info.name!r} pools to one vector per input")
         asks = show_tokens and info.format_version >= contract.RETURN_TOKENS_FORMAT  # older exports always send them
-        batches = _batches(texts, is_tokenized, self._request_size(info), asks)
+        items = _listed(texts, call, "sentence", f"{call}([text])")
+        item = _tokens_item if is_tokenized else _text_item
+        firsts, seconds = zip(*(item(i, text) for i, text in enumerate(items)))
+        batches = _batches(list(firsts), list(seconds), self._request_size(info), is_tokenized, asks)
         outputs = [contract.EMBEDDING, contract.TOKEN_COUNT] + ([contract.TOKENS] if show_tokens else [])
         outputs += [contract.ATTENTION_MASK] if info.token_level else []
         return info, self._run(info.name, batches, outputs, progress)
+
+    def _serving(self, task: contract.Task, call: str) -> ModelInfo:
+        """The served model's info, refusing (before any request) a call made for another task than the model's."""
+        info = self.info()
+        if info.task != task.value:
+            use = _TASK_CALLS.get(info.task, "it from a newer bertserve SDK")
+            raise InvalidInputError(
+                f"model {info.name!r} is a {info.task} model and {call}() is for {task.value} models: call {use} "
+                f"with it, or name a {task.value} model with Encoder(url, model=...)"
+            )
+        return info
+
+    def _task_results(
+        self, info: ModelInfo, firsts: list[bytes], seconds: list[bytes], outputs: list[str], tokens: bool = False
+    ) -> list[dict[str, np.ndarray]]:
+        """`outputs` (and each item's token count) for items already checked, in requests of the batch size;
+        `tokens` asks for token strings (contract.RETURN_TOKENS), which the server builds only when asked."""
+        batches = _batches(firsts, seconds, self._request_size(info), False, tokens)
+        return self._run(info.name, batches, outputs + [contract.TOKEN_COUNT], None)
 
     def _request_size(self, info: ModelInfo) -> int:
         return min(self._batch_size or info.max_batch_size, info.max_batch_size)
@@ -322,8 +443,9 @@ class Encoder:
     def _infer(self, model: str, batch: _Batch, outputs: list[str]) -> dict[str, np.ndarray]:
         started = time.monotonic()
         result = self._retrying(lambda: self._transport().infer(model, batch.inputs, outputs), started + self.timeout)
-        if len(result[contract.EMBEDDING]) != batch.size:  # never hand back fewer vectors than inputs
-            raise ServerError(f"{self.address} returned {len(result[contract.EMBEDDING])} vectors for {batch.size} inputs")
+        got = len(result[outputs[0]])  # the task's first output: never hand back fewer results than inputs
+        if got != batch.size:
+            raise ServerError(f"{self.address} returned {got} rows of {outputs[0]} for {batch.size} inputs")
         self._counters.add(requests=1, sentences=batch.size, seconds=time.monotonic() - started)
         return result
 
@@ -360,8 +482,8 @@ class Encoder:
             time.sleep(backoff)
 
     def _check_truncation(self, info: ModelInfo, results: list[dict[str, np.ndarray]], truncate: bool) -> None:
-        counts = np.concatenate([r[contract.TOKEN_COUNT].reshape(-1) for r in results])
-        long = np.flatnonzero((counts > info.max_seq_len) | (counts == contract.NOT_COUNTED))
+        counts, _, truncated = _token_counts(info, results)
+        long = np.flatnonzero(truncated)
         if not len(long):
             return
         first = int(long[0])
@@ -404,20 +526,28 @@ class Encoder:
             return self._pool
 
 
-def _batches(texts: Sequence[Any], is_tokenized: bool, size: int, show_tokens: bool) -> list[_Batch]:
-    """Validate the inputs and cut them into request tensors, naming the first bad item; with `show_tokens`, each
-    request asks for the tokens (the server builds them only when asked)."""
-    if isinstance(texts, (str, bytes)):
-        raise InvalidInputError("encode() takes a list of strings; wrap a single sentence in a list: encode([text])")
-    if not isinstance(texts, (Sequence, np.ndarray)):
-        raise InvalidInputError(f"encode() takes a list of strings, got {type(texts).__name__}")
-    if len(texts) == 0:
-        raise InvalidInputError("encode() got an empty list; pass at least one sentence")
-    firsts, seconds = [], []
-    for i, item in enumerate(texts):
-        first, second = _tokens_item(i, item) if is_tokenized else _text_item(i, item)
-        firsts.append(first)
-        seconds.append(second)
+def _listed(items: Any, call: str, noun: str, example: str) -> Sequence[Any]:
+    """`items` if it is a non-empty list (or tuple, or array) of inputs; else an error saying how to call `call`."""
+    if isinstance(items, (str, bytes)):
+        raise InvalidInputError(f"{call}() takes a list of {noun}s; wrap a single {noun} in a list: {example}")
+    if not isinstance(items, (Sequence, np.ndarray)):
+        raise InvalidInputError(f"{call}() takes a list of {noun}s, got {type(items).__name__}")
+    if len(items) == 0:
+        raise InvalidInputError(f"{call}() got an empty list of {noun}s; pass at least one {noun}")
+    return items
+
+
+def _check_flags(**flags: Any) -> None:
+    """Refuse a flag that is not a bool: `raw_scores="false"` would otherwise read as true."""
+    for name, value in flags.items():
+        if not isinstance(value, (bool, np.bool_)):
+            raise InvalidInputError(f"{name} must be True or False, got {value!r}")
+
+
+def _batches(firsts: list[bytes], seconds: list[bytes], size: int, is_tokenized: bool, show_tokens: bool
+             ) -> list[_Batch]:
+    """Checked items (first segments, and second segments, b"" for none) cut into request tensors; with
+    `show_tokens`, each request asks for the tokens (the server builds them only when asked)."""
     has_pairs = any(seconds)
     batches = []
     for start in range(0, len(firsts), size):
@@ -434,15 +564,16 @@ def _batches(texts: Sequence[Any], is_tokenized: bool, size: int, show_tokens: b
     return batches
 
 
-def _utf8(i: int, text: Any, what: str = "item") -> bytes:
+def _utf8(text: Any, what: str) -> bytes:
+    """`text` as UTF-8, refusing what no model can read; `what` names it in the error ("item 3", "the query")."""
     if not isinstance(text, str):
-        raise InvalidInputError(f"{what} {i} is {type(text).__name__}, not str; every item must be a sentence string")
+        raise InvalidInputError(f"{what} is {type(text).__name__}, not str; give every input as a string")
     if not text.strip():
-        raise InvalidInputError(f"{what} {i} is an empty string; remove it or give it text")
+        raise InvalidInputError(f"{what} is an empty string; remove it or give it text")
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise InvalidInputError(f"{what} {i} cannot be encoded as UTF-8 ({exc.reason}); remove lone surrogates") from None
+        raise InvalidInputError(f"{what} cannot be encoded as UTF-8 ({exc.reason}); remove lone surrogates") from None
 
 
 def _text_item(i: int, item: Any) -> tuple[bytes, bytes]:
@@ -450,11 +581,19 @@ def _text_item(i: int, item: Any) -> tuple[bytes, bytes]:
     if isinstance(item, (tuple, list)):
         if len(item) != 2:
             raise InvalidInputError(f"item {i} is a {type(item).__name__} of {len(item)}; a pair has exactly 2 sentences")
-        return _utf8(i, item[0], "item"), _utf8(i, item[1], "second sentence of item")
+        return _utf8(item[0], f"item {i}"), _utf8(item[1], f"second sentence of item {i}")
     if isinstance(item, str) and PAIR_SEPARATOR in item:
         first, second = item.rsplit(PAIR_SEPARATOR, 1)
-        return _utf8(i, first, "first sentence of item"), _utf8(i, second, "second sentence of item")
-    return _utf8(i, item), b""
+        return _utf8(first, f"first sentence of item {i}"), _utf8(second, f"second sentence of item {i}")
+    return _utf8(item, f"item {i}"), b""
+
+
+def _plain_item(i: int, item: Any, pairs: bool) -> tuple[bytes, bytes]:
+    """A text taken whole (no " ||| " convention: that is bert-as-service's, for encode), or with `pairs` a
+    (first, second) tuple."""
+    if pairs and isinstance(item, (tuple, list)):
+        return _text_item(i, item)
+    return _utf8(item, f"item {i}"), b""
 
 
 def _tokens_item(i: int, item: Any) -> tuple[bytes, bytes]:
@@ -485,6 +624,28 @@ def _assemble(info: ModelInfo, results: list[dict[str, np.ndarray]], padded: boo
         block[i, : len(m)] = _l2(v) if normalize else v
         mask[i, : len(m)] = m
     return block, mask
+
+
+def _token_counts(info: ModelInfo, results: list[dict[str, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per item: its token count as the tokenizer reported it, the tokens the model saw (after truncation), and
+    whether it was truncated."""
+    counts = np.concatenate([r[contract.TOKEN_COUNT].reshape(-1) for r in results])
+    truncated = (counts > info.max_seq_len) | (counts == contract.NOT_COUNTED)
+    return counts, np.where(truncated, info.max_seq_len, counts), truncated
+
+
+def _sparse_vector(indices: np.ndarray, values: np.ndarray, terms: Optional[np.ndarray], token_count: int,
+                   truncated: bool) -> SparseVector:
+    """One row of the server's sparse output (largest weight first, padded with weight 0) as ascending ids."""
+    kept = values != 0
+    order = np.argsort(indices[kept], kind="stable")
+    return SparseVector(
+        indices=indices[kept][order].astype(np.int64, copy=False),
+        values=values[kept][order].astype(np.float32, copy=False),
+        token_count=token_count,
+        truncated=truncated,
+        terms=None if terms is None else [t.decode("utf-8") for t in terms[kept][order]],
+    )
 
 
 def _tokens(results: list[dict[str, np.ndarray]]) -> list[list[str]]:
