@@ -24,7 +24,9 @@ import zmq
 import zmq.asyncio
 
 from bertserve import __version__
+from bertserve.contract import Task
 from bertserve.errors import BertserveError, InvalidInputError
+from bertserve.info import ModelInfo
 
 from .config import BERT_AS_SERVICE_VERSION, FrontDoorConfig
 from .models import Models, client_message
@@ -135,7 +137,7 @@ class BertAsServiceServer:
             raise InvalidInputError("send a non-empty list of sentences")
         is_tokenized = all(isinstance(t, list) for t in texts)
         encoder = await self.models.call(self.models.encoder)
-        info = await self.models.call(encoder.info)
+        info = _embedding(await self.models.call(encoder.info))
         # The client decides locally whether to show tokens, so they are always sent.
         encoded = await self.models.call(encoder.encode_detailed, texts, is_tokenized=is_tokenized,
                                          show_tokens=True, padded=info.token_level)
@@ -159,7 +161,7 @@ class BertAsServiceServer:
             "port_out": self.config.bert_as_service_ports[1],
         }
         try:
-            info = self.models.encoder().info()
+            info = _embedding(self.models.encoder().info())
         except BertserveError as exc:
             # The client reads this on connecting and fails with a KeyError on an error answer: it gets the
             # protocol's part, so that it connects and its encode() raises with the reason.
@@ -190,3 +192,12 @@ class BertAsServiceServer:
             "uptime_s": round(uptime, 1),
             "avg_sentence_per_s": round(self._counts["num_sentence"] / max(uptime, 1e-9), 2),
         }
+
+
+def _embedding(info: ModelInfo) -> ModelInfo:
+    """`info`, if its model makes vectors: the protocol has nothing else to send (a rerank score is not one)."""
+    if info.task != Task.EMBED:
+        raise InvalidInputError(f"the model {info.name!r} is a {info.task} model; bert-as-service's protocol serves "
+                                "embedding models: start the door with --bert-as-service-model naming one; use "
+                                "the OpenAI door or the SDK for this one")
+    return info

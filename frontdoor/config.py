@@ -11,6 +11,7 @@ from bertserve.errors import ConfigError
 
 DEFAULT_OPENAI_PORT = 8080
 MAX_INPUTS = 2048  # OpenAI's own limit on inputs per /v1/embeddings request
+DEFAULT_MAX_DOCUMENTS = 1000  # documents per /v1/rerank request (Cohere's limit is 1,000 too)
 BERT_AS_SERVICE_VERSION = "1.10.0"  # what bert-serving-client checks the server against
 
 
@@ -28,6 +29,7 @@ class FrontDoorConfig:
     api_key: Optional[str] = None  # asked of OpenAI clients (Bearer) and passed on to Triton
     timeout: float = 60.0  # seconds per Triton call
     max_request_bytes: int = contract.DEFAULT_MAX_REQUEST_BYTES
+    max_documents: int = DEFAULT_MAX_DOCUMENTS  # per rerank request
 
     def __post_init__(self) -> None:
         for name in ("openai_port", "bert_as_service_port"):
@@ -40,6 +42,8 @@ class FrontDoorConfig:
             raise ConfigError(f"port {self.openai_port} is asked for twice")
         if self.timeout <= 0 or self.max_request_bytes < 1:
             raise ConfigError("timeout and max_request_bytes must be positive")
+        if self.max_documents < 1:
+            raise ConfigError(f"max_documents must be at least 1, got {self.max_documents}")
         contract.check_key("api_key", self.api_key)
 
     def arguments(self) -> list[str]:
@@ -47,7 +51,7 @@ class FrontDoorConfig:
         environment, where `ps` does not show it."""
         arguments = ["--url", self.triton_url, "--host", self.host, "--openai-port", str(self.openai_port),
                      "--bert-as-service-port", str(self.bert_as_service_port), "--timeout", str(self.timeout),
-                     "--max-request-bytes", str(self.max_request_bytes)]
+                     "--max-request-bytes", str(self.max_request_bytes), "--max-documents", str(self.max_documents)]
         if self.bert_as_service_model:
             arguments += ["--bert-as-service-model", self.bert_as_service_model]
         return arguments
@@ -79,3 +83,5 @@ def add_arguments(parser: argparse.ArgumentParser, standalone: bool) -> None:
         parser.add_argument("--host", default=FrontDoorConfig.host, help="address to listen on (default: %(default)s)")
         parser.add_argument("--max-request-bytes", type=int, default=FrontDoorConfig.max_request_bytes,
                             help="largest OpenAI request body (default: %(default)s)")
+        parser.add_argument("--max-documents", type=int, default=FrontDoorConfig.max_documents,
+                            help="most documents one POST /v1/rerank request may rank (default: %(default)s)")

@@ -16,6 +16,7 @@ import numpy as np
 
 from bertserve import Encoder
 from bertserve.client import Encoded
+from bertserve.contract import Task
 from bertserve.errors import (
     AuthenticationError,
     BertserveError,
@@ -28,6 +29,7 @@ from bertserve.errors import (
     ServerUnavailableError,
 )
 from bertserve.info import ModelInfo
+from bertserve.results import Classified, Ranked, SparseVector
 
 from .config import FrontDoorConfig
 
@@ -69,6 +71,15 @@ def client_message(exc: Exception) -> str:
         return exc.detail if isinstance(exc, ModelNotFoundError) else FAILED
     _log.error("unexpected failure", exc_info=exc)
     return FAILED
+
+
+# A real inference per task, for readiness: the smallest request each kind of model answers.
+_PROBES: dict[str, Callable[[Encoder], Any]] = {
+    Task.EMBED.value: lambda encoder: encoder.encode(["ready?"]),
+    Task.RERANK.value: lambda encoder: encoder.rerank("ready?", ["ready?"]),
+    Task.CLASSIFY.value: lambda encoder: encoder.classify(["ready?"]),
+    Task.SPARSE.value: lambda encoder: encoder.encode_sparse(["ready?"]),
+}
 
 
 def _unready(exc: BertserveError) -> str:
@@ -118,6 +129,26 @@ class Models:
                 name, _Coalescer(self.encoder(name), info, self.call, self.config.timeout))
         return await coalescer.encode(texts)
 
+    async def rerank(self, name: str, query: str, documents: list[str]) -> list[Ranked]:
+        """Every document of `documents` ranked against `query` by model `name`, best first."""
+        return await self._task(name, len(documents), "rerank", query, documents)
+
+    async def classify(self, name: str, texts: list[str], raw_scores: bool) -> list[Classified]:
+        """Every label's score for each of `texts`, by model `name`, in order."""
+        return await self._task(name, len(texts), "classify", texts, raw_scores=raw_scores)
+
+    async def encode_sparse(self, name: str, texts: list[str]) -> list[SparseVector]:
+        """The sparse vector of each of `texts`, by model `name`, in order."""
+        return await self._task(name, len(texts), "encode_sparse", texts)
+
+    async def _task(self, name: str, items: int, method: str, *args: Any, **kwargs: Any) -> Any:
+        """The SDK's `method` of model `name`'s encoder on `items` items, in a worker thread and bounded in time.
+        The door reports truncation itself (a header), so the SDK's TruncationWarning is ignored (`service.py`)."""
+        info = await self.info(name)
+        encoder = self.encoder(name)  # cached by `info`: no lookup on the event loop
+        bound = _bound(items, info.max_batch_size, encoder.concurrency, self.config.timeout)
+        return await _within(bound, self.call(getattr(encoder, method), *args, **kwargs))
+
     def encoder(self, name: Optional[str] = None) -> Encoder:
         """The encoder of model `name` (default: the bert-as-service model, else the one served)."""
         name = name or self.config.bert_as_service_model or self._only()
@@ -153,16 +184,19 @@ class Models:
             return problem
         try:
             names = self.names()
-            problem = None if names else "no embedding model is ready"
+            problem = None if names else "no model is ready"
             for name in names:
-                self._cached(self._probes, name, timeout=min(10.0, self.config.timeout), retries=0).encode(["ready?"])
+                probe = self._cached(self._probes, name, timeout=min(10.0, self.config.timeout), retries=0)
+                _PROBES[probe.info().task](probe)
         except BertserveError as exc:
             problem = _unready(exc)
         self._ready = (time.monotonic(), problem)
         return problem
 
     def _only(self) -> str:
-        names = self.names()
+        """The one embedding model served (bert-as-service's protocol has no model names)."""
+        names = [name for name in self.names()
+                 if self._cached(self._encoders, name, timeout=self.config.timeout).info().task == Task.EMBED]
         if len(names) != 1:
             raise ModelNotFoundError(f"several models are served ({names}); start the front door with a model name")
         return names[0]
@@ -198,17 +232,16 @@ class _Coalescer:
         self._waiting: deque[_Waiting] = deque()
         self._in_flight = 0
         self._tasks: set[asyncio.Task] = set()  # the loop keeps only weak references to tasks
-        # The SDK retries a busy server until `timeout` passes, and its last try may run a full `timeout` more.
-        self._call_bound = 2 * timeout
+        self._timeout = timeout
+        self._call_bound = _bound(1, 1, 1, timeout)
         # One call ahead in the queue, then its own (or its resend alone): past that something hangs.
         self._patience = 3 * self._call_bound
 
     async def encode(self, texts: list[str]) -> Encoded:
         """`texts` encoded, alone or in a call shared with the requests waiting beside them."""
         if len(texts) > self._capacity:  # several Triton requests anyway: the SDK splits it and sends them together
-            calls = -(-len(texts) // self._capacity)
-            rounds = -(-calls // self._encoder.concurrency)
-            return await self._encoded(texts, rounds * self._call_bound)
+            return await self._encoded(texts, _bound(len(texts), self._capacity, self._encoder.concurrency,
+                                                     self._timeout))
         waiting = _Waiting(texts, asyncio.get_running_loop().create_future())
         self._waiting.append(waiting)
         self._dispatch()
@@ -268,6 +301,14 @@ class _Coalescer:
 
     async def _encoded(self, texts: list[str], bound: float) -> Encoded:
         return await _within(bound, self._call(self._encoder.encode_detailed, texts))
+
+
+def _bound(items: int, batch: int, concurrency: int, timeout: float) -> float:
+    """Seconds the SDK may take for `items` items: it sends them in requests of `batch`, `concurrency` at a time,
+    and retries a busy server until `timeout` passes, whose last try may run a full `timeout` more."""
+    calls = -(-items // batch)
+    rounds = -(-calls // concurrency)
+    return rounds * 2 * timeout
 
 
 async def _within(seconds: float, awaitable: Awaitable[T]) -> T:

@@ -1,17 +1,21 @@
-"""OpenAI's embeddings API (`POST /v1/embeddings`, `GET /v1/models`) and a readiness route, on Starlette, with
+"""OpenAI's embeddings API (`POST /v1/embeddings`, `GET /v1/models`), the task routes of the other servers' shapes
+(rerank as Cohere and Jina, classify as Infinity, sparse vectors as TEI) and a readiness route, on Starlette, with
 their OpenAPI document (`GET /openapi.json`) and a docs page (`GET /docs`) built from the same route table.
 
-Requests are parsed into `wire.py`'s types, encoded through the SDK (which splits large inputs into concurrent
-Triton requests and keeps their order; small requests that arrive together share Triton calls, see
-`Models.encode`) and answered in OpenAI's shapes, errors included:
+Requests are parsed into `wire.py`'s types, computed through the SDK (which splits large inputs into concurrent
+Triton requests and keeps their order; small embedding requests that arrive together share Triton calls, see
+`Models.encode`) and answered in their APIs' shapes, errors in OpenAI's for every route:
 `{"error": {"message", "type", "param", "code"}}`, with a 4xx for every client mistake.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hmac
-from typing import Any, Optional
+import time
+import uuid
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import orjson
@@ -21,6 +25,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from bertserve import __version__
+from bertserve.contract import CHARS_PER_TOKEN, Task
 from bertserve.errors import (
     AuthenticationError,
     BertserveError,
@@ -33,11 +38,27 @@ from bertserve.errors import (
 from bertserve.info import ModelInfo
 
 from .apidoc import Answer, Endpoint, Operation, listing, published, refusals
-from .config import FrontDoorConfig
+from .config import MAX_INPUTS, FrontDoorConfig
 from .models import FAILED, Models, client_message
-from .wire import EmbeddingsRequest, EmbeddingsResponse, Health, Model, ModelList, Refusal
+from .wire import (
+    ClassifyRequest,
+    ClassifyResponse,
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    Health,
+    Model,
+    ModelList,
+    Refusal,
+    RerankRequest,
+    RerankResponse,
+    SparseRequest,
+    SparseResponse,
+)
 
 TRUNCATED_HEADER = "bertserve-truncated-inputs"  # how many inputs were cut to max_seq_len
+# The route that serves each task's models, for the 400 of a model sent to another.
+ROUTES = {Task.EMBED: "POST /v1/embeddings", Task.RERANK: "POST /v1/rerank", Task.CLASSIFY: "POST /v1/classify",
+          Task.SPARSE: "POST /embed_sparse"}
 
 
 def _json(body: Any, status: int = 200, headers: Optional[dict[str, str]] = None) -> Response:
@@ -76,7 +97,13 @@ def _operations(config: FrontDoorConfig, models: Models) -> tuple[Operation, ...
 
     async def embeddings(request: Request) -> Response:
         parsed = EmbeddingsRequest.parse(await _read_json(request, config.max_request_bytes))
-        info = await _served(models, parsed.model, parsed.dimensions)
+        info = await _served(models, parsed.model, Task.EMBED)
+        if info.token_level:
+            raise Refusal(400, f"The model '{parsed.model}' returns one vector per token; /v1/embeddings serves "
+                               "models that pool to one vector per input", param="model", code="model_not_pooled")
+        if parsed.dimensions is not None and not 1 <= parsed.dimensions <= info.dim:
+            raise Refusal(400, f"dimensions must be between 1 and the model's {info.dim}, got {parsed.dimensions}",
+                          param="dimensions", code="invalid_value")
         encoded = await models.encode(parsed.model, parsed.texts)
         vectors = np.asarray(encoded.vectors, dtype=np.float32)
         if parsed.dimensions is not None and parsed.dimensions < info.dim:
@@ -96,12 +123,55 @@ def _operations(config: FrontDoorConfig, models: Models) -> tuple[Operation, ...
                 "model": parsed.model,
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
             },
-            headers={TRUNCATED_HEADER: str(truncated)} if truncated else None,
+            headers=_truncation(truncated),
         )
+
+    async def rerank(request: Request) -> Response:
+        parsed = RerankRequest.parse(await _read_json(request, config.max_request_bytes))
+        documents = parsed.texts
+        if len(documents) > config.max_documents:
+            raise Refusal(400, f"'documents' has {len(documents):,} items, over this server's limit of "
+                               f"{config.max_documents:,} per request; split them into several requests",
+                          param="documents", code="too_many_documents")
+        info = await _served(models, parsed.model, Task.RERANK)
+        _check_lengths(info, [parsed.query], "query")
+        _check_lengths(info, documents, "documents")
+        ranked = await models.rerank(parsed.model, parsed.query, documents)
+        # Usage counts every document, the ones `top_n` leaves out included: the model read them all.
+        results = [{"index": r.index, "relevance_score": float(r.score),
+                    **({"document": {"text": r.document}} if parsed.return_documents else {})}
+                   for r in ranked[:parsed.top_n]]
+        # A `RerankResponse`, written by hand like the embeddings' answer.
+        return _json({"id": uuid.uuid4().hex, "model": parsed.model, "results": results,
+                      "usage": {"total_tokens": sum(r.token_count for r in ranked)}},
+                     headers=_truncation(sum(r.truncated for r in ranked)))
+
+    async def classify(request: Request) -> Response:
+        parsed = ClassifyRequest.parse(await _read_json(request, config.max_request_bytes))
+        texts = parsed.texts
+        _check_lengths(await _served(models, parsed.model, Task.CLASSIFY), texts, "input")
+        classified = await models.classify(parsed.model, texts, parsed.raw_scores)
+        tokens = sum(c.token_count for c in classified)
+        return _json({"object": "classify",
+                      "data": [[{"label": label.label, "score": float(label.score)} for label in c.labels]
+                               for c in classified],
+                      "model": parsed.model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+                      "id": uuid.uuid4().hex, "created": int(time.time())},
+                     headers=_truncation(sum(c.truncated for c in classified)))
+
+    async def embed_sparse(request: Request) -> Response:
+        parsed = SparseRequest.parse(await _read_json(request, config.max_request_bytes))
+        name = parsed.model or await _only(models, Task.SPARSE)
+        texts = parsed.texts
+        _check_lengths(await _served(models, name, Task.SPARSE), texts, "inputs")
+        vectors = await models.encode_sparse(name, texts)
+        return _json([[{"index": i, "value": v} for i, v in zip(vector.indices.tolist(), vector.values.tolist())]
+                      for vector in vectors], headers=_truncation(sum(v.truncated for v in vectors)))
 
     async def list_models(request: Request) -> Response:
         names = await models.call(models.names)
-        return _json(ModelList(data=[Model(id=name) for name in names]).model_dump())
+        infos = await asyncio.gather(*(models.info(name) for name in names))
+        return _json(ModelList(data=[Model(id=name, task=info.task) for name, info in zip(names, infos)]).model_dump())
 
     async def health(request: Request) -> Response:
         problem = await models.call(models.problem)
@@ -109,17 +179,50 @@ def _operations(config: FrontDoorConfig, models: Models) -> tuple[Operation, ...
             return _error(Refusal(503, f"not ready: {problem}", "server_error", code="not_ready"))
         return _json(Health().model_dump())
 
-    embedded = Answer("One vector per input, in input order", EmbeddingsResponse,
-                      headers={TRUNCATED_HEADER: "How many inputs were cut to the model's max_seq_len; absent if none"})
+    async def rerank_unversioned(request: Request) -> Response:
+        return await rerank(request)
+
+    truncated = {TRUNCATED_HEADER: "How many inputs were cut to the model's max_seq_len; absent if none"}
+    ranked = Answer("The documents, most relevant first", RerankResponse, headers={
+        TRUNCATED_HEADER: "How many (query, document) pairs were cut to the model's max_seq_len; absent if none"})
+    ranking = {200: ranked, **refusals(400, 404, 413, 422, 429, 500, 503, described={400: _RERANK_400})}
     return (
         Operation("POST", "/v1/embeddings", embeddings, "Embed one text or a list of texts",
-                  {200: embedded, **refusals(400, 404, 413, 422, 429, 500, 503)}, EmbeddingsRequest, keyed=True),
-        Operation("GET", "/v1/models", list_models, "The served embedding models",
-                  {200: Answer("The served embedding models", ModelList), **refusals(500, 503)}, keyed=True),
+                  {200: Answer("One vector per input, in input order", EmbeddingsResponse, headers=truncated),
+                   **refusals(400, 404, 413, 422, 429, 500, 503)}, EmbeddingsRequest, keyed=True),
+        Operation("POST", "/v1/rerank", rerank, "Rank documents by relevance to a query (Cohere's and Jina's shape)",
+                  ranking, RerankRequest, keyed=True),
+        Operation("POST", "/rerank", rerank_unversioned, "The same as POST /v1/rerank", ranking, RerankRequest,
+                  keyed=True),
+        Operation("POST", "/v1/classify", classify, "Score every label for each text (Infinity's shape)",
+                  {200: Answer("Every label, best first, for each input in input order", ClassifyResponse,
+                               headers=truncated),
+                   **refusals(400, 404, 413, 422, 429, 500, 503, described={400: _CLASSIFY_400})},
+                  ClassifyRequest, keyed=True),
+        Operation("POST", "/embed_sparse", embed_sparse, "Sparse (SPLADE) vectors of texts (TEI's shape)",
+                  {200: Answer("Each input's non-zero weights, in input order", SparseResponse, headers=truncated),
+                   **refusals(400, 404, 413, 422, 429, 500, 503, described={400: _SPARSE_400, 404: _SPARSE_404})},
+                  SparseRequest, keyed=True),
+        Operation("GET", "/v1/models", list_models, "The served models and their tasks",
+                  {200: Answer("The served models and their tasks", ModelList), **refusals(500, 503)}, keyed=True),
         Operation("GET", "/health", health, "Readiness: a real inference through every model",
                   {200: Answer("Ready", Health),
                    **refusals(500, 503, described={503: "Not ready; the message says why"})}),
     )
+
+
+_TOO_LONG = "longer than the model can read (over max_seq_len × 100 characters)"
+_RERANK_400 = ("The documents cannot be ranked as sent: the body is not JSON; the query or a document is blank or "
+               f"{_TOO_LONG}; the list is empty or over the door's --max-documents; top_n is below 1; a Cohere "
+               "option this server does not implement is set; the model is not a rerank model; or the tokenizer "
+               "refused a text")
+_CLASSIFY_400 = (f"The input cannot be classified as sent: the body is not JSON; the list is empty, has more than "
+                 f"{MAX_INPUTS} items or holds token ids, blank text or text {_TOO_LONG}; the model is not a classify "
+                 "model; or the tokenizer refused a text")
+_SPARSE_400 = (f"The input cannot be encoded as sent: the body is not JSON; the list is empty, has more than "
+               f"{MAX_INPUTS} items or holds token ids, blank text or text {_TOO_LONG}; the model is not a sparse "
+               "model, or none is named and several sparse models are served; or the tokenizer refused a text")
+_SPARSE_404 = "No such model, or none named and no sparse model served: `GET /v1/models` lists the served ones"
 
 
 def _guarded(operation: Operation, config: FrontDoorConfig) -> Endpoint:
@@ -139,20 +242,49 @@ async def _not_allowed(request: Request, exc: Exception) -> Response:
     return _error(Refusal(405, f"{request.method} is not allowed on {request.url.path}", code="method_not_allowed"))
 
 
-async def _served(models: Models, name: str, dimensions: Optional[int]) -> ModelInfo:
-    """What model `name` serves, or the 4xx of a request it cannot answer (unknown, token-level, `dimensions`)."""
+async def _served(models: Models, name: str, task: Task) -> ModelInfo:
+    """What model `name` serves, or the 4xx of a request it cannot answer: unknown, or made for another task."""
     try:
         info = await models.info(name)
     except ModelNotFoundError:
         raise Refusal(404, f"The model '{name}' does not exist; GET /v1/models lists the served models",
                       param="model", code="model_not_found") from None
-    if info.token_level:
-        raise Refusal(400, f"The model '{name}' returns one vector per token; /v1/embeddings serves models "
-                           "that pool to one vector per input", param="model", code="model_not_pooled")
-    if dimensions is not None and not 1 <= dimensions <= info.dim:
-        raise Refusal(400, f"dimensions must be between 1 and the model's {info.dim}, got {dimensions}",
-                      param="dimensions", code="invalid_value")
+    if info.task != task:
+        raise Refusal(400, f"The model '{name}' is a {info.task} model; send it to "
+                           f"{ROUTES.get(info.task, 'the route of its task')}, not {ROUTES[task]}",
+                      param="model", code="wrong_task")
     return info
+
+
+async def _only(models: Models, task: Task) -> str:
+    """The one model of `task` served, for a request that names none; a 4xx if there are none or several."""
+    names = await models.call(models.names)
+    infos = await asyncio.gather(*(models.info(name) for name in names))
+    fit = [name for name, info in zip(names, infos) if info.task == task]
+    if not fit:
+        raise Refusal(404, f"No {task.value} model is served here; GET /v1/models lists the served models and their "
+                           "tasks", param="model", code="model_not_found")
+    if len(fit) > 1:
+        raise Refusal(400, f"Several {task.value} models are served ({', '.join(fit)}); name one in 'model'",
+                      param="model", code="model_required")
+    return fit[0]
+
+
+def _check_lengths(info: ModelInfo, texts: Sequence[str], param: str) -> None:
+    """Refuse a text far longer than the model can read: past max_seq_len × CHARS_PER_TOKEN characters the server
+    does not even tokenize it all (a 10 MB document would cost the tokenizer for nothing, and be cut anyway)."""
+    limit = info.max_seq_len * CHARS_PER_TOKEN
+    for i, text in enumerate(texts):
+        if len(text) > limit:
+            where = param if param == "query" else f"{param}[{i}]"
+            raise Refusal(400, f"{where} is {len(text):,} characters; the model '{info.name}' reads at most "
+                               f"{info.max_seq_len} tokens, and this server refuses text over {limit:,} characters "
+                               "rather than cut it unread: shorten or split it", param=param, code="input_too_long")
+
+
+def _truncation(count: int) -> Optional[dict[str, str]]:
+    """The header that says how many items were cut to max_seq_len; none if none were."""
+    return {TRUNCATED_HEADER: str(count)} if count else None
 
 
 def _refusal(exc: Exception) -> Refusal:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import warnings
 from typing import Callable, Optional
+
+from bertserve.client import TruncationWarning
 
 from .bert_as_service import BertAsServiceServer
 from .config import FrontDoorConfig
@@ -32,6 +35,8 @@ def _loop_factory() -> Optional[Callable[[], asyncio.AbstractEventLoop]]:
 async def _serve(config: FrontDoorConfig) -> None:
     import uvicorn
 
+    # The SDK warns of truncated input; the door tells its clients itself (a header), and its log stays quiet.
+    warnings.filterwarnings("ignore", category=TruncationWarning)
     models = Models(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -1,4 +1,5 @@
-"""The README's curl example and the error body it shows, run as written against a real server."""
+"""The README's examples and the error body it shows, run as written against a real server (its addresses, and the
+task models' names, replaced by the test server's)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from bertserve import Encoder
 
-from .conftest import DEFAULT_NAME
+from .conftest import CLASSIFY_NAME, DEFAULT_NAME, RERANK_NAME, SPARSE_NAME
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
@@ -82,3 +83,50 @@ def test_openai_python_example_runs_as_written(server, open_door):
     exec(code, scope)
     with Encoder(server.grpc_url, model=DEFAULT_NAME) as enc:
         assert np.abs(np.array(scope["vectors"]) - enc.encode(["First do it"])).max() <= 1e-5
+
+
+# The README's task model names, and the test repository's models of those tasks.
+_TASK_MODELS = {"reranker": RERANK_NAME, "sentiment": CLASSIFY_NAME, "splade": SPARSE_NAME}
+
+
+def _here(code: str, server, door) -> str:
+    """`code` as written, pointed at the test server and door and its task models."""
+    code = code.replace("localhost:8080", f"127.0.0.1:{door.config.openai_port}")
+    code = code.replace("localhost:8001", server.grpc_url)
+    for shown, name in _TASK_MODELS.items():
+        code = code.replace(f'"{shown}"', f'"{name}"')
+    return code
+
+
+def _keys(value) -> set[str]:
+    """Every key of a JSON value, at any depth."""
+    if isinstance(value, dict):
+        return set(value) | {key for item in value.values() for key in _keys(item)}
+    if isinstance(value, list):
+        return {key for item in value for key in _keys(item)}
+    return set()
+
+
+@pytest.mark.parametrize("title", ["Rerank", "Classify", "Sparse vectors (SPLADE)"])
+def test_task_examples_run_as_written(server, open_door, title):
+    section = re.search(rf"\n### {re.escape(title)}\n(.*?)(?=\n##)", README, re.DOTALL)
+    assert section, f"the README no longer has the {title} section"
+    ((curl, shown),) = re.findall(r"```sh\n(curl .*?)\n# (.*?)\n```", section.group(1), re.DOTALL)
+    (code,) = re.findall(r"```python\n(.*?)```", section.group(1), re.DOTALL)
+    result = subprocess.run(["sh", "-c", _here(curl, server, open_door)], capture_output=True, text=True, timeout=60)
+    body = json.loads(result.stdout)
+    assert set(re.findall(r'"(\w+)":', shown)) <= _keys(body), (shown, body)
+    scope: dict = {}
+    exec(_here(code, server, open_door), scope)
+    if title == "Rerank":
+        ((result,),) = [body["results"]]
+        best = scope["best"]
+        assert (body["model"], result["index"]) == (RERANK_NAME, best.index)
+        assert abs(result["relevance_score"] - best.score) <= 1e-6 and 0 <= best.score <= 1
+    elif title == "Classify":
+        assert [row[0]["label"] for row in body["data"]] == scope["labels"] and len(scope["labels"]) == 2
+    else:
+        (vector,) = body
+        assert [entry["index"] for entry in vector] == scope["vector"].indices.tolist()
+        assert scope["weights"] == pytest.approx({entry["index"]: entry["value"] for entry in vector}, abs=1e-6)
+        assert all(weight > 0 for weight in scope["weights"].values())

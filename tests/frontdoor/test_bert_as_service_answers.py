@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from dataclasses import replace
 from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
@@ -53,10 +54,14 @@ FAILURES = {
 
 
 class _FakeEncoder:
-    """The SDK `Encoder` as the door uses it; a sentence named in FAILURES raises that failure."""
+    """The SDK `Encoder` as the door uses it, of a model described by `info`; a sentence named in FAILURES raises
+    that failure."""
+
+    def __init__(self, info: ModelInfo = INFO) -> None:
+        self._info = info
 
     def info(self) -> ModelInfo:
-        return INFO
+        return self._info
 
     def encode_detailed(self, texts: list[Any], **options: Any) -> Encoded:
         if texts[0] in FAILURES:
@@ -67,10 +72,11 @@ class _FakeEncoder:
 
 
 class _FakeModels:
-    """`frontdoor.models.Models` without Triton; `choice` is what picking the door's model raises, if anything."""
+    """`frontdoor.models.Models` without Triton; `choice` is what picking the door's model raises, if anything;
+    `info` describes the model it picks."""
 
-    def __init__(self, choice: Optional[Exception] = None) -> None:
-        self._choice = choice
+    def __init__(self, choice: Optional[Exception] = None, info: ModelInfo = INFO) -> None:
+        self._choice, self._info = choice, info
 
     async def call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return function(*args, **kwargs)
@@ -78,7 +84,7 @@ class _FakeModels:
     def encoder(self, name: Optional[str] = None) -> _FakeEncoder:
         if self._choice is not None:
             raise self._choice
-        return _FakeEncoder()
+        return _FakeEncoder(self._info)
 
 
 @contextlib.contextmanager
@@ -145,6 +151,19 @@ def test_a_door_that_cannot_pick_its_model_still_connects_and_says_why():
         assert (bc.server_config["model"], bc.server_config["error"]) == (None, str(choice))
         with pytest.raises(TypeError, match=r"bertserve: several models are served \(\['a'; 'b'\]\)"):
             bc.encode(["hello"])
+
+
+@pytest.mark.filterwarnings("ignore:server does not put a restriction on \"max_seq_len\"")
+def test_a_door_on_a_model_of_another_task_connects_and_refuses_to_encode_with_it():
+    """A rerank model has no vectors to send: the client connects, and each encode says which models the door takes."""
+    with _serving(_FakeModels(info=replace(INFO, task="rerank", dim=1, labels=("score",)))) as server, \
+            _client(server) as bc:
+        assert bc.server_config["model"] is None and "is a rerank model" in bc.server_config["error"]
+        with pytest.raises(TypeError, match=r"bertserve: the model 'fake-model' is a rerank model; bert-as-service's "
+                                            r"protocol serves embedding models: start the door with "
+                                            r"--bert-as-service-model naming one"):
+            bc.encode(["hello"])
+        assert server._counts["num_request"] == 0
 
 
 def test_a_client_that_never_subscribes_does_not_hold_up_others(door, monkeypatch):

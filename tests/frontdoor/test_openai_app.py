@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from functools import lru_cache
 from typing import Any, Callable, Mapping, Optional
 
@@ -30,8 +31,10 @@ from bertserve.errors import (
     ServerUnavailableError,
 )
 from bertserve.frontdoor import FrontDoorConfig
+from bertserve.frontdoor.openai import ROUTES as OPENAI_ROUTES
 from bertserve.frontdoor.openai import TRUNCATED_HEADER, create_app
 from bertserve.info import ModelInfo
+from bertserve.results import Classified, Label, Ranked, SparseVector
 
 KEY = "app-test-key-0123456789"
 MODEL = "fake-model"
@@ -41,6 +44,14 @@ INTERNAL = "grpc://10.9.8.7:18101"
 INTERNALS = ("10.9.8.7", "18101", "grpc://", "/secret")
 INFO = ModelInfo(name=MODEL, source="fake", dim=4, pooling="mean", layers=(-1,), normalize=True, max_seq_len=16,
                  max_batch_size=8)
+RERANK, CLASSIFY, SPARSE = "fake-rerank", "fake-classify", "fake-sparse"
+# The models of the other tasks, beside the embedding model.
+INFOS = {MODEL: INFO,
+         RERANK: replace(INFO, name=RERANK, task="rerank", dim=1, labels=("score",), pooling="cls_pooled",
+                         normalize=False),
+         CLASSIFY: replace(INFO, name=CLASSIFY, task="classify", dim=3, labels=("negative", "neutral", "positive"),
+                           pooling="cls_pooled", normalize=False),
+         SPARSE: replace(INFO, name=SPARSE, task="sparse", dim=30, pooling="max", normalize=False)}
 
 
 class _FakeEncoder:
@@ -63,7 +74,9 @@ class _FakeEncoder:
 
 
 class _FakeModels:
-    """`frontdoor.models.Models` without Triton: one model, a fixed readiness answer."""
+    """`frontdoor.models.Models` without Triton: the models of `INFOS`, a fixed readiness answer. The task models
+    answer as the SDK does: a rerank scores a document by its length (longer: better), a classification is the same
+    for every text, a sparse vector has two weights."""
 
     def __init__(self, failure: Optional[Exception] = None, problem: Optional[str] = None) -> None:
         self._encoder, self._problem = _FakeEncoder(failure), problem
@@ -77,23 +90,40 @@ class _FakeModels:
         return self._encoder
 
     async def info(self, name: str) -> ModelInfo:
-        return self.encoder(name).info()
+        if name not in INFOS:
+            raise ModelNotFoundError(f"no model {name!r} is served here; GET /v1/models lists them")
+        return INFOS[name]
 
     async def encode(self, name: str, texts: list[str]) -> Encoded:
         return self.encoder(name).encode_detailed(texts)
 
+    async def rerank(self, name: str, query: str, documents: list[str]) -> list[Ranked]:
+        ranked = [Ranked(i, len(d) / (len(d) + 1), d, 3, len(query) + len(d) > INFO.max_seq_len)
+                  for i, d in enumerate(documents)]
+        return sorted(ranked, key=lambda r: -r.score)
+
+    async def classify(self, name: str, texts: list[str], raw_scores: bool) -> list[Classified]:
+        scores = (2.0, 0.5, -1.0) if raw_scores else (0.75, 0.2, 0.05)
+        labels = [Label(label, score) for label, score in zip(("positive", "neutral", "negative"), scores)]
+        return [Classified(labels, 3, len(text) > INFO.max_seq_len) for text in texts]
+
+    async def encode_sparse(self, name: str, texts: list[str]) -> list[SparseVector]:
+        return [SparseVector(np.array([1, 5]), np.array([0.5, 0.25], np.float32), 3, len(text) > INFO.max_seq_len)
+                for text in texts]
+
     def names(self) -> list[str]:
-        return [MODEL]
+        return list(INFOS)
 
     def problem(self) -> Optional[str]:
         return self._problem
 
 
-def _client(failure: Optional[Exception] = None, problem: Optional[str] = None, key: Optional[str] = KEY
-            ) -> TestClient:
-    """A client of the app in front of fake models; every answer it gets is checked against the app's document."""
+def _client(failure: Optional[Exception] = None, problem: Optional[str] = None, key: Optional[str] = KEY,
+            **options: Any) -> TestClient:
+    """A client of the app in front of fake models; every answer it gets is checked against the app's document.
+    `options` are more of the door's `FrontDoorConfig`."""
     config = FrontDoorConfig(triton_url=INTERNAL.removeprefix("grpc://"), host="127.0.0.1", openai_port=1,
-                             api_key=key, max_request_bytes=LIMIT)
+                             api_key=key, max_request_bytes=LIMIT, **options)
     # Unforeseen exceptions are answered by the app and then re-raised to the server, as Starlette does; the
     # client here sees what a real client would, the answer.
     client = TestClient(create_app(config, _FakeModels(failure, problem)), raise_server_exceptions=False,
@@ -263,7 +293,8 @@ def test_models_needs_the_key():
     refused = client.get("/v1/models", headers={"Authorization": ""})
     assert (refused.status_code, _error(refused)["code"]) == (401, "invalid_api_key")
     listed = client.get("/v1/models")
-    assert listed.status_code == 200 and [m["id"] for m in listed.json()["data"]] == [MODEL]
+    assert listed.status_code == 200 and {m["id"]: m["task"] for m in listed.json()["data"]} == {
+        MODEL: "embed", RERANK: "rerank", CLASSIFY: "classify", SPARSE: "sparse"}
 
 
 def test_health_needs_no_key_and_is_503_with_retry_after_when_not_ready():
@@ -272,3 +303,63 @@ def test_health_needs_no_key_and_is_503_with_retry_after_when_not_ready():
     down = _client(problem="the Triton server is not reachable").get("/health", headers={"Authorization": ""})
     assert (down.status_code, _error(down)["code"], down.headers["retry-after"]) == (503, "not_ready", "1")
     assert _error(down)["message"] == "not ready: the Triton server is not reachable"
+
+
+def test_rerank_answers_best_first_keeps_top_n_and_counts_every_document():
+    documents = ["a", "ccc", "bb", "x" * 20]
+    response = _client().post("/v1/rerank", json={"model": RERANK, "query": "q", "documents": documents, "top_n": 2,
+                                                  "return_documents": True})
+    body = response.json()
+    assert response.status_code == 200 and len(body["id"]) == 32 and body["model"] == RERANK
+    assert [(r["index"], r["relevance_score"], r["document"]) for r in body["results"]] == [
+        (3, 20 / 21, {"text": "x" * 20}), (1, 3 / 4, {"text": "ccc"})]
+    assert body["usage"] == {"total_tokens": 3 * len(documents)}  # the documents top_n leaves out count too
+    assert response.headers[TRUNCATED_HEADER] == "1"
+
+
+def test_rerank_without_top_n_answers_every_document_without_its_text():
+    response = _client().post("/rerank", json={"model": RERANK, "query": "q", "documents": [{"text": "a"}, "bb"]})
+    assert [set(r) for r in response.json()["results"]] == [{"index", "relevance_score"}] * 2
+    assert [r["index"] for r in response.json()["results"]] == [1, 0]
+
+
+def test_classify_and_sparse_answer_in_their_shapes():
+    client = _client()
+    classified = client.post("/v1/classify", json={"model": CLASSIFY, "input": ["a", "b"], "raw_scores": True}).json()
+    assert (classified["object"], classified["model"], classified["usage"]) == (
+        "classify", CLASSIFY, {"prompt_tokens": 6, "total_tokens": 6})
+    assert classified["data"] == [[{"label": "positive", "score": 2.0}, {"label": "neutral", "score": 0.5},
+                                   {"label": "negative", "score": -1.0}]] * 2
+    sparse = client.post("/embed_sparse", json={"inputs": "a"})
+    assert sparse.status_code == 200 and sparse.json() == [[{"index": 1, "value": 0.5}, {"index": 5, "value": 0.25}]]
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/embeddings", {"model": RERANK, "input": "x"}),
+    ("/v1/rerank", {"model": MODEL, "query": "q", "documents": ["d"]}),
+    ("/rerank", {"model": CLASSIFY, "query": "q", "documents": ["d"]}),
+    ("/v1/classify", {"model": SPARSE, "input": "x"}),
+    ("/embed_sparse", {"model": RERANK, "inputs": "x"}),
+], ids=["rerank to embeddings", "embed to rerank", "classify to rerank", "sparse to classify", "rerank to sparse"])
+def test_a_model_sent_to_another_tasks_route_is_400_naming_its_task_and_route(path, body):
+    response = _client().post(path, json=body)
+    error = _error(response)
+    task = INFOS[body["model"]].task
+    assert (response.status_code, error["code"], error["param"]) == (400, "wrong_task", "model")
+    assert f"is a {task} model" in error["message"] and OPENAI_ROUTES[task] in error["message"], error["message"]
+
+
+def test_sparse_without_a_model_needs_exactly_one_sparse_model(monkeypatch):
+    monkeypatch.setitem(INFOS, "fake-sparse-2", replace(INFOS[SPARSE], name="fake-sparse-2"))
+    response = _client().post("/embed_sparse", json={"inputs": "x"})
+    assert (response.status_code, _error(response)["code"]) == (400, "model_required")
+    assert "fake-sparse, fake-sparse-2" in _error(response)["message"]
+    assert _client().post("/embed_sparse", json={"inputs": "x", "model": SPARSE}).status_code == 200
+
+
+def test_more_documents_than_the_doors_cap_are_400_naming_it():
+    client = _client(max_documents=3)
+    response = client.post("/v1/rerank", json={"model": RERANK, "query": "q", "documents": ["d"] * 4})
+    assert (response.status_code, _error(response)["code"]) == (400, "too_many_documents")
+    assert "limit of 3 per request" in _error(response)["message"]
+    assert client.post("/v1/rerank", json={"model": RERANK, "query": "q", "documents": ["d"] * 3}).status_code == 200

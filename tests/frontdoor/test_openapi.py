@@ -12,7 +12,7 @@ from typing import Any, Optional
 import pytest
 from openapi_spec_validator import validate
 
-from .test_openai_app import KEY, MODEL, _client
+from .test_openai_app import CLASSIFY, KEY, MODEL, RERANK, SPARSE, _client
 
 NO_KEY = {"Authorization": ""}
 
@@ -41,7 +41,8 @@ def test_every_route_the_app_serves_is_documented_and_nothing_else(client):
     served = {(method.lower(), route.path) for route in client.app.routes for method in route.methods - {"HEAD"}}
     document = _document()
     assert served == {(method, path) for path, item in document["paths"].items() for method in item}
-    assert {("post", "/v1/embeddings"), ("get", "/v1/models"), ("get", "/health"), ("get", "/openapi.json"),
+    assert {("post", "/v1/embeddings"), ("post", "/v1/rerank"), ("post", "/rerank"), ("post", "/v1/classify"),
+            ("post", "/embed_sparse"), ("get", "/v1/models"), ("get", "/health"), ("get", "/openapi.json"),
             ("get", "/docs")} <= served
 
 
@@ -94,3 +95,45 @@ def test_the_404_message_names_every_documented_route(client):
         "user null"])
 def test_the_request_schema_accepts_what_the_door_accepts(client, body, status):
     assert client.post("/v1/embeddings", json=body).status_code == status
+
+
+_RANK = {"model": RERANK, "query": "q", "documents": ["a", "bb"]}
+
+
+# The same for the task routes: Cohere's and Jina's rerank bodies, Infinity's classify, TEI's embed_sparse.
+@pytest.mark.parametrize("path, body, status", [
+    ("/v1/rerank", _RANK, 200),
+    ("/rerank", {**_RANK, "documents": [{"text": "a", "title": "ignored"}, "bb"], "top_n": 1,
+                 "return_documents": True}, 200),
+    ("/v1/rerank", {**_RANK, "top_n": None, "return_documents": None, "a field Cohere may add": 1}, 200),
+    ("/v1/rerank", {**_RANK, "top_n": 1.5}, 422),
+    ("/v1/rerank", {**_RANK, "top_n": "3"}, 422),
+    ("/v1/rerank", {**_RANK, "top_n": True}, 422),
+    ("/v1/rerank", {"model": RERANK, "documents": ["a"]}, 422),
+    ("/v1/rerank", {"model": RERANK, "query": "q"}, 422),
+    ("/v1/rerank", {**_RANK, "model": 5}, 422),
+    ("/v1/rerank", {**_RANK, "query": 5}, 422),
+    ("/v1/rerank", {**_RANK, "documents": "a"}, 422),
+    ("/v1/rerank", {**_RANK, "documents": [None]}, 422),
+    ("/v1/rerank", {**_RANK, "documents": [{"txt": "a"}]}, 422),
+    ("/v1/rerank", {**_RANK, "documents": [{"text": 5}]}, 422),
+    ("/v1/rerank", {**_RANK, "return_documents": "yes"}, 422),
+    ("/v1/rerank", [_RANK], 422),
+    ("/v1/classify", {"model": CLASSIFY, "input": "x"}, 200),
+    ("/v1/classify", {"model": CLASSIFY, "input": ["x", "y"], "raw_scores": True}, 200),
+    ("/v1/classify", {"model": CLASSIFY, "input": "x", "raw_scores": "yes"}, 422),
+    ("/v1/classify", {"model": CLASSIFY}, 422),
+    ("/v1/classify", {"input": "x"}, 422),
+    ("/embed_sparse", {"inputs": "x"}, 200),
+    ("/embed_sparse", {"inputs": ["x"], "model": SPARSE, "truncate": True}, 200),
+    ("/embed_sparse", {"inputs": ["x"], "model": None}, 200),
+    ("/embed_sparse", {"inputs": ["x"], "model": 5}, 422),
+    ("/embed_sparse", {"inputs": [7.5]}, 422),
+    ("/embed_sparse", {"input": "x"}, 422),
+], ids=["rerank", "jina documents", "rerank nulls", "top_n 1.5", "top_n string", "top_n true", "no query",
+        "no documents", "model 5", "query 5", "documents string", "document null", "document without text",
+        "document text 5", "return_documents string", "rerank list", "classify", "classify raw", "raw_scores string",
+        "classify no input", "classify no model", "sparse", "sparse every field", "sparse null model",
+        "sparse model 5", "sparse number", "sparse no inputs"])
+def test_the_task_request_schemas_accept_what_the_door_accepts(client, path, body, status):
+    assert client.post(path, json=body).status_code == status
