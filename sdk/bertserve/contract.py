@@ -99,8 +99,8 @@ SCORES = "scores"
 # batch has; an item with fewer is padded with weight 0 (and id 0): a weight of 0 is padding, never an entry.
 SPARSE_INDICES = "sparse_indices"
 SPARSE_VALUES = "sparse_values"
-# Optional output of sparse models on the Python backend, built only when a request asks for it: the vocabulary's
-# token for each of sparse_indices (empty for padding), for a {token: weight} view.
+# Optional output of sparse models on the Python backend: the vocabulary's token for each of sparse_indices (empty
+# for padding), for a {token: weight} view. Built for requests that set return_tokens; others get no strings ([n, 0]).
 SPARSE_TERMS = "sparse_terms"
 
 
