@@ -3,24 +3,34 @@
 Defaults follow the model: a sentence-transformers folder (modules.json,
 1_Pooling/config.json, Normalize) is reproduced exactly; any other BERT folder
 gets bert-as-service's default, mean pooling over layer -2.
+
+The task (contract.Task) follows the folder too: a sequence-classification head (a sentence-transformers
+CrossEncoder included) is a reranker with one label and a classifier with more; a masked-LM head (a
+sentence-transformers SparseEncoder included) gives SPLADE vectors; anything else embeds.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Optional
 
+from bertserve.contract import Task
 from bertserve.errors import ExportError
-from bertserve.model_repository.deployment import Deployment, Runtime
+from bertserve.model_repository.deployment import Backend, Deployment, Runtime
 
 from .options import Pooling, hidden_state_indices
 
 DEFAULT_MAX_BATCH_SIZE = 64
+# Sparse models compute [batch, tokens, vocabulary] fp32 MLM logits: 8 x 512 x 30,522 x 4 bytes is 500 MB (and as
+# much again for the activation) per encoder instance, where 64 would take 8 GB.
+DEFAULT_SPARSE_MAX_BATCH_SIZE = 8
 _BERT_MAX_LEN = 512
+_log = logging.getLogger("bertserve.export")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 # sentence-transformers pooling flags that map onto one bertserve strategy.
@@ -80,12 +90,13 @@ class ExportConfig:
     layers: Optional[tuple[int, ...]] = None
     normalize: Optional[bool] = None
     max_seq_len: Optional[int] = None
-    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
+    max_batch_size: Optional[int] = None  # None: DEFAULT_MAX_BATCH_SIZE, DEFAULT_SPARSE_MAX_BATCH_SIZE for sparse
     mask_cls_sep: bool = False  # leave [CLS] and [SEP] out of pooling
     lowercase: Optional[bool] = None  # None: the tokenizer's own casing
     precision: Precision = Precision.FP32
     deployment: Deployment = Deployment()
     overwrite: bool = False
+    task: Optional[Task] = None  # None: what the folder holds (see module docstring)
 
 
 @dataclass(frozen=True)
@@ -106,15 +117,18 @@ class ExportPlan:
     deployment: Deployment
     lowercase_input: bool
     overwrite: bool
+    task: Task = Task.EMBED
+    labels: tuple[str, ...] = ()  # rerank and classify: the head's outputs, in id order
 
 
 @dataclass(frozen=True)
 class _StPipeline:
     transformer_dir: Path
-    pooling: Pooling
+    pooling: Optional[Pooling]  # None: the pipeline ends in a head (CrossEncoder, SparseEncoder), not pooling
     normalize: bool
     max_seq_len: Optional[int]
     lowercase_input: bool
+    head: Optional[Task] = None  # SparseEncoder: sparse; a CrossEncoder's head is named by its config.json
 
 
 def plan_export(config: ExportConfig) -> ExportPlan:
@@ -131,18 +145,31 @@ def plan_export(config: ExportConfig) -> ExportPlan:
             "(model_type 'bert') only"
         )
     position_limit = int(model_config.get("max_position_embeddings", _BERT_MAX_LEN))
+    task = _task(transformer_dir, model_config, st, config.task)
+    embedding = st if st and st.pooling else None  # a sentence-transformers pipeline that ends in pooling
 
     name = config.name or model_dir.name
     if not _NAME.match(name):
         raise ExportError(f"model name {name!r} is not valid for Triton; use letters, digits, '.', '_' and '-'")
-    if config.max_batch_size < 1:
-        raise ExportError(f"max_batch_size must be at least 1, got {config.max_batch_size}")
-    max_seq_len = config.max_seq_len or (st.max_seq_len if st and st.max_seq_len else min(_BERT_MAX_LEN, position_limit))
+    max_batch_size = config.max_batch_size if config.max_batch_size is not None else (
+        DEFAULT_SPARSE_MAX_BATCH_SIZE if task is Task.SPARSE else DEFAULT_MAX_BATCH_SIZE)
+    if max_batch_size < 1:
+        raise ExportError(f"max_batch_size must be at least 1, got {max_batch_size}")
+    if config.max_seq_len:
+        max_seq_len = config.max_seq_len
+    elif st and st.max_seq_len:
+        max_seq_len = st.max_seq_len
+    elif task is not Task.EMBED:  # as CrossEncoder and SparseEncoder load it: the tokenizer's, within the positions
+        max_seq_len = min(_tokenizer_max_length(transformer_dir) or position_limit, position_limit)
+    else:
+        max_seq_len = min(_BERT_MAX_LEN, position_limit)
     if not 2 <= max_seq_len <= position_limit:
         raise ExportError(
             f"max_seq_len {max_seq_len} is outside what the model supports (2..{position_limit} tokens)"
         )
-    layers = tuple(config.layers) if config.layers else ((-1,) if st else (-2,))
+    if task is not Task.EMBED:
+        _refuse_pooling_options(config, task)
+    layers = tuple(config.layers) if config.layers else ((-1,) if st or task is not Task.EMBED else (-2,))
     if len(set(layers)) != len(layers):
         raise ExportError(f"layers {layers} lists a layer twice")
     try:
@@ -150,7 +177,11 @@ def plan_export(config: ExportConfig) -> ExportPlan:
     except ValueError as exc:
         raise ExportError(str(exc)) from None
     _check_precision(Precision(config.precision), config.deployment.runtime)
-    pooling = Pooling(config.pooling) if config.pooling else (st.pooling if st else Pooling.MEAN)
+    if task is Task.SPARSE and config.deployment.backend is Backend.TENSORRT:
+        raise ExportError("a sparse model's top-k has a size known only at run time, which TensorRT engines do not "
+                          "take; export it without --format tensorrt (on GPUs: --runtime torch --precision fp16)")
+    pooling = Pooling(config.pooling) if config.pooling else (
+        _TASK_POOLING.get(task) or (embedding.pooling if embedding else Pooling.MEAN))
     if config.mask_cls_sep and pooling in (Pooling.CLS, Pooling.SEP, Pooling.CLS_POOLED):
         raise ExportError(f"--mask-cls-sep leaves nothing for {pooling.value} pooling, which reads [CLS] or [SEP]")
     return ExportPlan(
@@ -159,16 +190,95 @@ def plan_export(config: ExportConfig) -> ExportPlan:
         name=name,
         pooling=pooling,
         layers=layers,
-        normalize=config.normalize if config.normalize is not None else bool(st and st.normalize),
+        normalize=config.normalize if config.normalize is not None else bool(embedding and embedding.normalize),
         max_seq_len=max_seq_len,
-        max_batch_size=config.max_batch_size,
+        max_batch_size=max_batch_size,
         mask_cls_sep=config.mask_cls_sep,
         lowercase=config.lowercase,
         precision=Precision(config.precision),
         deployment=config.deployment,
         lowercase_input=bool(st and st.lowercase_input),
         overwrite=config.overwrite,
+        task=task,
+        labels=_labels(model_config, task),
     )
+
+
+# What a task's head reads, recorded in ModelInfo: BertForSequenceClassification's pooler over [CLS] of the last
+# layer; SPLADE's max over tokens.
+_TASK_POOLING = {Task.RERANK: Pooling.CLS_POOLED, Task.CLASSIFY: Pooling.CLS_POOLED, Task.SPARSE: Pooling.MAX}
+# The transformers architectures whose weights hold each task's head.
+_HEADS = {Task.RERANK: ("BertForSequenceClassification",), Task.CLASSIFY: ("BertForSequenceClassification",),
+          Task.SPARSE: ("BertForMaskedLM", "BertForPreTraining")}
+_CLASSIFIER, _MASKED_LM = "BertForSequenceClassification", "BertForMaskedLM"
+
+
+def detect_task(model_config: dict, st: Optional["_StPipeline"] = None) -> Task:
+    """The task a folder's head serves: a classification head in its config.json `architectures`, or a
+    sentence-transformers SparseEncoder. A bare masked-LM head is embed: Google's BERT releases, bert-as-service's
+    models, carry one too, and a folder cannot tell a SPLADE model from them (--task sparse says so)."""
+    architectures = model_config.get("architectures") or ()
+    if _CLASSIFIER in architectures:
+        return Task.RERANK if num_labels(model_config) == 1 else Task.CLASSIFY
+    if st and st.head is Task.SPARSE:
+        return Task.SPARSE
+    return Task.EMBED
+
+
+def num_labels(model_config: dict) -> int:
+    """How many outputs a classification head has, as transformers counts them (2 where config.json is silent)."""
+    return len(model_config.get("id2label") or {}) or int(model_config.get("num_labels", 2))
+
+
+def _task(transformer_dir: Path, model_config: dict, st: Optional["_StPipeline"], forced: Optional[Task]) -> Task:
+    detected = detect_task(model_config, st)
+    if forced is None:
+        _log.info("task %s, as %s holds (--task chooses another)", detected.value, transformer_dir)
+        if detected is Task.EMBED and _MASKED_LM in (model_config.get("architectures") or ()):
+            _log.info("%s also has a masked-LM head: a SPLADE model is exported with --task sparse", transformer_dir)
+        return detected
+    task = Task(forced)
+    architectures = list(model_config.get("architectures") or ())
+    # Without `architectures` the weights themselves decide, when the exporter loads them.
+    if task is not Task.EMBED and architectures and not set(_HEADS[task]) & set(architectures):
+        raise ExportError(
+            f"--task {task.value} needs the weights of a {' or '.join(_HEADS[task])} head, and {transformer_dir} "
+            f"holds {', '.join(architectures)}, which has none; export it as --task {detected.value}"
+        )
+    labels = num_labels(model_config)
+    if _CLASSIFIER in architectures and task is Task.RERANK and labels != 1:
+        raise ExportError(f"--task rerank needs a head with one label, and {transformer_dir}'s has {labels}; "
+                          "export it as --task classify")
+    if _CLASSIFIER in architectures and task is Task.CLASSIFY and labels < 2:
+        raise ExportError(f"--task classify needs a head with at least two labels, and {transformer_dir}'s has one "
+                          "(a softmax over it is always 1); export it as --task rerank")
+    return task
+
+
+def _labels(model_config: dict, task: Task) -> tuple[str, ...]:
+    """rerank and classify: the head's labels in id order; transformers' placeholder LABEL_0 of a reranker is
+    'score'."""
+    if task not in (Task.RERANK, Task.CLASSIFY):
+        return ()
+    id2label = {int(k): str(v) for k, v in (model_config.get("id2label") or {}).items()}
+    labels = tuple(id2label.get(i, f"LABEL_{i}") for i in range(num_labels(model_config)))
+    return ("score",) if task is Task.RERANK and labels == ("LABEL_0",) else labels
+
+
+def _refuse_pooling_options(config: ExportConfig, task: Task) -> None:
+    given = [flag for flag, value in (("--pooling", config.pooling), ("--layers", config.layers),
+                                      ("--normalize", config.normalize), ("--mask-cls-sep", config.mask_cls_sep))
+             if value]
+    if given:
+        raise ExportError(f"{', '.join(given)} shape sentence vectors; a {task.value} model's output is its head's: "
+                          "drop them (or export with --task embed)")
+
+
+def _tokenizer_max_length(transformer_dir: Path) -> Optional[int]:
+    """The tokenizer's model_max_length, where tokenizer_config.json sets a real one."""
+    path = transformer_dir / "tokenizer_config.json"
+    length = json.loads(path.read_text()).get("model_max_length") if path.is_file() else None
+    return int(length) if isinstance(length, (int, float)) and 0 < length < 1_000_000 else None
 
 
 def _check_precision(precision: Precision, runtime: Runtime) -> None:
@@ -187,11 +297,16 @@ def _read_sentence_transformers(model_dir: Path) -> Optional[_StPipeline]:
     if not modules_file.is_file():
         return None
     modules = {m["type"].rsplit(".", 1)[-1]: model_dir / m["path"] for m in json.loads(modules_file.read_text())}
+    if "MLMTransformer" in modules or "SpladePooling" in modules:
+        return _read_sparse_encoder(model_dir, modules)
+    if set(modules) == {"Transformer"} and _is_cross_encoder(model_dir, modules["Transformer"]):
+        return _head_pipeline(modules["Transformer"], None)
     unsupported = set(modules) - {"Transformer", "Pooling", "Normalize"}
     if unsupported or "Transformer" not in modules or "Pooling" not in modules:
         raise ExportError(
             f"{model_dir} is a sentence-transformers pipeline with modules {sorted(modules)}; bertserve reproduces "
-            "Transformer -> Pooling [-> Normalize] only"
+            "Transformer -> Pooling [-> Normalize], a CrossEncoder and a SparseEncoder (MLMTransformer -> "
+            "SpladePooling) only"
         )
     flags = json.loads((modules["Pooling"] / "config.json").read_text())
     chosen = [pooling for flag, pooling in _ST_POOLING.items() if flags.get(flag)]
@@ -203,8 +318,7 @@ def _read_sentence_transformers(model_dir: Path) -> Optional[_StPipeline]:
             "pass --pooling to choose one explicitly"
         )
     transformer_dir = modules["Transformer"]
-    st_config_file = transformer_dir / "sentence_bert_config.json"
-    st_config = json.loads(st_config_file.read_text()) if st_config_file.is_file() else {}
+    st_config = _st_config(transformer_dir)
     return _StPipeline(
         transformer_dir=transformer_dir,
         pooling=chosen[0],
@@ -212,3 +326,39 @@ def _read_sentence_transformers(model_dir: Path) -> Optional[_StPipeline]:
         max_seq_len=st_config.get("max_seq_length"),
         lowercase_input=bool(st_config.get("do_lower_case", False)),
     )
+
+
+def _st_config(transformer_dir: Path) -> dict:
+    path = transformer_dir / "sentence_bert_config.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _head_pipeline(transformer_dir: Path, head: Optional[Task]) -> _StPipeline:
+    """A CrossEncoder's or SparseEncoder's transformer: no pooling of ours; its head is in the weights."""
+    st_config = _st_config(transformer_dir)
+    return _StPipeline(transformer_dir=transformer_dir, pooling=None, normalize=False,
+                       max_seq_len=st_config.get("max_seq_length"),
+                       lowercase_input=bool(st_config.get("do_lower_case", False)), head=head)
+
+
+def _is_cross_encoder(model_dir: Path, transformer_dir: Path) -> bool:
+    """A sentence-transformers CrossEncoder (6+ writes modules.json with one Transformer): a classification head."""
+    path = model_dir / "config_sentence_transformers.json"
+    model_type = json.loads(path.read_text()).get("model_type") if path.is_file() else None
+    if model_type == "CrossEncoder":
+        return True
+    return _st_config(transformer_dir).get("transformer_task") == "sequence-classification"
+
+
+def _read_sparse_encoder(model_dir: Path, modules: dict[str, Path]) -> _StPipeline:
+    # Older SparseEncoders name the transformer MLMTransformer; newer ones a Transformer of task fill-mask.
+    transformer = next((kind for kind in ("MLMTransformer", "Transformer") if kind in modules), "MLMTransformer")
+    if set(modules) != {transformer, "SpladePooling"}:
+        raise ExportError(f"{model_dir} is a sentence-transformers SparseEncoder with modules {sorted(modules)}; "
+                          "bertserve reproduces MLMTransformer -> SpladePooling only")
+    pooling = json.loads((modules["SpladePooling"] / "config.json").read_text())
+    strategy, activation = pooling.get("pooling_strategy", "max"), pooling.get("activation_function", "relu")
+    if (strategy, activation) != ("max", "relu"):
+        raise ExportError(f"{model_dir}'s SpladePooling is {strategy} over {activation}; bertserve reproduces SPLADE "
+                          "v2's max over log(1 + relu(logits)) only")
+    return _head_pipeline(modules[transformer], Task.SPARSE)

@@ -7,6 +7,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bertserve.contract import Task
 from bertserve.info import ModelInfo
 from bertserve.model_repository.deployment import Backend
 from bertserve.model_repository.repository import existing_models, write_model
@@ -22,8 +23,8 @@ _log = logging.getLogger("bertserve.export")
 def export_model(config: ExportConfig) -> ModelInfo:
     """Export `config.model_dir` into `config.repository` and return what was written.
 
-    Writes an ensemble named `name` (strings in, vectors out) and its tokenizer
-    and encoder models; the ONNX graph is checked against transformers before
+    Writes an ensemble named `name` (strings in, the task's outputs out) and its tokenizer
+    and encoder models; the graph is checked against transformers before
     anything is placed in the repository.
     """
     started = time.monotonic()
@@ -33,9 +34,12 @@ def export_model(config: ExportConfig) -> ModelInfo:
     existing_models(plan.repository, plan.name, plan.overwrite)
     if backend is Backend.TENSORRT:
         require_tensorrt()
+    head = (f"pooling {plan.pooling.value} over layers {list(plan.layers)}, normalize={plan.normalize}"
+            if plan.task is Task.EMBED else f"the {plan.task.value} head" + (f" (labels {list(plan.labels)})"
+                                                                               if plan.labels else ""))
     _log.info(
-        "exporting %s as %r: pooling %s over layers %s, normalize=%s, max_seq_len %d, %s for the %s backend%s",
-        plan.transformer_dir, plan.name, plan.pooling.value, list(plan.layers), plan.normalize, plan.max_seq_len,
+        "exporting %s as %r: %s, max_seq_len %d, %s for the %s backend%s",
+        plan.transformer_dir, plan.name, head, plan.max_seq_len,
         plan.precision.value, backend.value, f" ({plan.deployment.runtime.value})" if backend is Backend.PYTHON else "",
     )
     prepared = build_tokenizer(plan.transformer_dir, plan.max_seq_len, plan.lowercase_input, plan.lowercase)
@@ -61,6 +65,8 @@ def export_model(config: ExportConfig) -> ModelInfo:
             precision=plan.precision.value,
             backend=backend.value,
             runtime=plan.deployment.runtime.value if backend in (Backend.PYTHON, Backend.OPENVINO) else "",
+            task=plan.task.value,
+            labels=plan.labels,
         )
         write_model(plan.repository, info, plan.deployment, encoder_dir, prepared.tokenizer,
                     prepared.special_tokens, plan.overwrite)

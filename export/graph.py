@@ -19,6 +19,22 @@ from .pooling import Pooling, PoolingHead
 FFN_DOWN_PROJECTION = r"/layers\.\d+/output/dense/MatMul"
 
 
+def hidden_states(embeddings: nn.Module, layers: nn.ModuleList, input_ids: torch.Tensor,
+                  attention_mask: torch.Tensor, token_type_ids: torch.Tensor) -> list[torch.Tensor]:
+    """The embeddings' output and each layer's, as transformers computes them, in a traceable form."""
+    hidden = embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+    # Additive attention bias built here, not by transformers, whose mask helpers
+    # bake the traced sequence length into the graph.
+    keep = attention_mask[:, None, None, :].to(hidden.dtype)
+    bias = (1.0 - keep) * torch.finfo(hidden.dtype).min
+    states = [hidden]
+    for layer in layers:
+        out = layer(hidden, attention_mask=bias)
+        hidden = out[0] if isinstance(out, tuple) else out
+        states.append(hidden)
+    return states
+
+
 class EncoderGraph(nn.Module):
     """`(input_ids, attention_mask, token_type_ids)` -> pooled embeddings, as one traceable module."""
 
@@ -41,16 +57,7 @@ class EncoderGraph(nn.Module):
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
     ) -> torch.Tensor:
-        hidden = self.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
-        # Additive attention bias built here, not by transformers, whose mask helpers
-        # bake the traced sequence length into the graph.
-        keep = attention_mask[:, None, None, :].to(hidden.dtype)
-        bias = (1.0 - keep) * torch.finfo(hidden.dtype).min
-        states = [hidden]
-        for layer in self.layers:
-            out = layer(hidden, attention_mask=bias)
-            hidden = out[0] if isinstance(out, tuple) else out
-            states.append(hidden)
+        states = hidden_states(self.embeddings, self.layers, input_ids, attention_mask, token_type_ids)
         # The pooling head always computes in fp32 (a no-op for an fp32 encoder).
         features = torch.cat([states[i] for i in self.indices], dim=-1).float()
         return self.head(features, self.pooling_mask(input_ids, attention_mask))

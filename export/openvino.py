@@ -35,26 +35,29 @@ def write_ir(
     precision: Precision,
     corpus: list[dict[str, np.ndarray]],
     accurate: Callable[[list[np.ndarray]], tuple[bool, str]],
+    combine: Callable[[list[np.ndarray]], np.ndarray] = lambda outputs: outputs[0],
 ) -> None:
     """Convert `onnx_path` to `xml_path` (+ .bin) in fp32 weights; int8 is calibrated on `corpus` batches and
-    kept only when `accurate` accepts its vectors for them."""
+    kept only when `accurate` accepts its outputs for them (made one array per batch by `combine`, as `run_ir`)."""
     import openvino as ov
 
     model = ov.convert_model(str(onnx_path))
     if precision is Precision.INT8:
-        model = _quantize(model, corpus, accurate)
+        model = _quantize(model, corpus, accurate, combine)
     ov.save_model(model, str(xml_path), compress_to_fp16=False)
 
 
-def run_ir(model, batches: list[dict[str, np.ndarray]], precision: str = "f32") -> list[np.ndarray]:
-    """The vectors an IR (model.xml's path, or a model in memory) gives for `batches`, compiled as the server does."""
+def run_ir(model, batches: list[dict[str, np.ndarray]], precision: str = "f32",
+           combine: Callable[[list[np.ndarray]], np.ndarray] = lambda outputs: outputs[0]) -> list[np.ndarray]:
+    """What an IR (model.xml's path, or a model in memory) gives for `batches`, compiled as the server does: per batch,
+    its outputs (in order) made one array by `combine` (by default the first output, the embeddings)."""
     from bertserve.model_repository.backends.openvino import compile_encoder
 
     request = compile_encoder(model, precision).create_infer_request()
-    return [request.infer(batch)[0].copy() for batch in batches]
+    return [combine([value.copy() for value in request.infer(batch).values()]) for batch in batches]
 
 
-def _quantize(model, corpus, accurate):
+def _quantize(model, corpus, accurate, combine):
     import nncf
 
     names = [op.get_friendly_name() for op in model.get_ops()]
@@ -72,7 +75,7 @@ def _quantize(model, corpus, accurate):
                 # SmoothQuant moves activation outliers into the weights; on BERT it cost accuracy here.
                 advanced_parameters=nncf.AdvancedQuantizationParameters(smooth_quant_alpha=-1),
             )
-        ok, summary = accurate(run_ir(quantized, corpus))
+        ok, summary = accurate(run_ir(quantized, corpus, combine=combine))
         _log.info("int8 with %s in fp32: %s", label, summary)
         if ok:
             return quantized

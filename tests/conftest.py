@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import IO, Callable, Iterator, NoReturn, TypeVar
+from typing import IO, Any, Callable, Iterator, NoReturn, TypeVar
 
 import pytest
 
@@ -37,10 +37,15 @@ TOKENS_NAME = "minilm-tokens"
 # The small BERT: cheap enough to stream 50,000 sentences, yet 384 floats a vector (mean and max over 3 layers of
 # 64), so that keeping vectors shows in memory; large batches; not normalised, so client-side normalising shows.
 STREAM_NAME = "tiny-stream"
+# A model of each task beyond embedding (contract.Task), small and seeded-random: see `rerank_dir` and the others.
+RERANK_NAME = "tiny-rerank"
+CLASSIFY_NAME = "tiny-classify"
+SPARSE_NAME = "tiny-sparse"
 _PLAIN_BERT_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
                      "special_tokens_map.json")
 T = TypeVar("T")
-_SERVER_FIXTURES = {"server", "throwaway_server", "repository", "default_home", "variants_repository", "tiny_bert_dir"}
+_SERVER_FIXTURES = {"server", "throwaway_server", "repository", "default_home", "variants_repository", "tiny_bert_dir",
+                    "rerank_dir", "classify_dir", "sparse_dir"}
 # Fixtures that run an external tool: kubectl (tests/deploy `rendered`), moto and the AWS CLI (`s3`), docker-compose.
 _TOOL_FIXTURES = {"rendered", "s3", "compose"}
 # The test run's own stop grace period: a stop waits for it only where a request is still in flight.
@@ -162,12 +167,14 @@ def copy_model(source: Path, target: Path, name: str) -> None:
         shutil.copytree(source / folder, target / folder)
 
 
-def make_tiny_bert(folder: Path, **shape: int) -> Path:
-    """A BERT folder in the layout of Google's converted releases (config.json, vocab.txt, pytorch_model.bin): a
-    WordPiece vocabulary trained on the test corpus, seeded random weights of `shape` (BertConfig's fields)."""
+def make_tiny_bert(folder: Path, head: str = "BertModel", **shape: Any) -> Path:
+    """A BERT folder with a WordPiece vocabulary trained on the test corpus and seeded random weights of `shape`
+    (BertConfig's fields, id2label included). A plain `BertModel` comes in the layout of Google's converted releases
+    (config.json, vocab.txt, pytorch_model.bin); a task `head` (a transformers class: BertForSequenceClassification,
+    BertForMaskedLM) as transformers saves it (`architectures` in config.json, model.safetensors)."""
     import torch
+    import transformers
     from tokenizers import BertWordPieceTokenizer
-    from transformers import BertConfig, BertModel
 
     from .corpus import sentences
 
@@ -175,12 +182,37 @@ def make_tiny_bert(folder: Path, **shape: int) -> Path:
     wordpiece = BertWordPieceTokenizer(lowercase=True)
     wordpiece.train_from_iterator(sentences(240), vocab_size=400, min_frequency=1)
     wordpiece.save_model(str(folder))
-    config = BertConfig(vocab_size=wordpiece.get_vocab_size(), num_attention_heads=4, max_position_embeddings=128,
-                        **shape)
+    config = transformers.BertConfig(vocab_size=wordpiece.get_vocab_size(), num_attention_heads=4,
+                                     max_position_embeddings=128, **shape)
     torch.manual_seed(0)
-    config.save_pretrained(folder)
-    torch.save(BertModel(config).state_dict(), folder / "pytorch_model.bin")
+    if head == "BertModel":
+        config.save_pretrained(folder)
+        torch.save(transformers.BertModel(config).state_dict(), folder / "pytorch_model.bin")
+        return folder
+    model = getattr(transformers, head)(config)
+    if head == "BertForMaskedLM":
+        # Random MLM weights make nearly every logit of some token positive; a trained SPLADE head is sparse. A
+        # negative bias (for initializer_range 0.2) leaves 10-50 non-zero weights a vector, fewer for shorter texts.
+        with torch.no_grad():
+            model.cls.predictions.bias.copy_(-2.5 + 0.2 * torch.randn_like(model.cls.predictions.bias))
+    if head == "BertForSequenceClassification" and config.num_labels > 1:
+        _center_labels(model, wordpiece, sentences(240))
+    model.save_pretrained(folder)
     return folder
+
+
+def _center_labels(model: Any, wordpiece: Any, texts: list[str]) -> None:
+    """Shift a random classifier's bias by its mean logits over `texts`, so that each label wins some of them, as a
+    trained classifier's do (random weights favour one label for every text)."""
+    import torch
+
+    wordpiece.enable_padding()
+    wordpiece.enable_truncation(128)
+    encodings = wordpiece.encode_batch(texts)
+    with torch.no_grad():
+        logits = model.eval()(input_ids=torch.tensor([e.ids for e in encodings]),
+                              attention_mask=torch.tensor([e.attention_mask for e in encodings])).logits
+        model.classifier.bias -= logits.mean(dim=0)
 
 
 @pytest.fixture(scope="session")
@@ -213,6 +245,52 @@ def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+# Task models, each in its real layout, exported into `repository`: 2 layers of 32. Weights 10x BERT's initial
+# spread, so that scores differ from text to text as a trained head's do (at BERT's 0.02 every pair scores alike).
+_TINY_TASK_SHAPE = dict(hidden_size=32, num_hidden_layers=2, intermediate_size=48, initializer_range=0.2)
+TASK_MAX_SEQ_LEN = 32  # the CrossEncoder's and SparseEncoder's max_length: a pair of two sentences often passes it
+CLASSIFY_LABELS = ("negative", "neutral", "positive")
+
+
+@pytest.fixture(scope="session")
+def rerank_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A sentence-transformers CrossEncoder folder, as CrossEncoder.save writes it: a BertForSequenceClassification
+    with one label (seeded random weights), max_length TASK_MAX_SEQ_LEN."""
+    from sentence_transformers import CrossEncoder
+
+    root = tmp_path_factory.mktemp("rerank")
+    plain = make_tiny_bert(root / "plain", "BertForSequenceClassification", num_labels=1, **_TINY_TASK_SHAPE)
+    CrossEncoder(str(plain), max_length=TASK_MAX_SEQ_LEN).save(str(root / "tiny-rerank"))
+    return root / "tiny-rerank"
+
+
+@pytest.fixture(scope="session")
+def classify_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fine-tuned classifier as transformers saves it (BertForSequenceClassification, id2label CLASSIFY_LABELS),
+    seeded random weights; its tokenizer as the model's own, with no max length (so: the model's positions)."""
+    from transformers import BertTokenizerFast
+
+    labels = dict(enumerate(CLASSIFY_LABELS))
+    folder = make_tiny_bert(tmp_path_factory.mktemp("classify") / "tiny-classify", "BertForSequenceClassification",
+                            id2label=labels, label2id={v: k for k, v in labels.items()}, **_TINY_TASK_SHAPE)
+    BertTokenizerFast(str(folder / "vocab.txt")).save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def sparse_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A sentence-transformers SparseEncoder (SPLADE) folder, as SparseEncoder.save writes MLMTransformer ->
+    SpladePooling(max): a BertForMaskedLM (seeded random weights), max_seq_length TASK_MAX_SEQ_LEN."""
+    from sentence_transformers import SparseEncoder
+    from sentence_transformers.sparse_encoder.modules import MLMTransformer, SpladePooling
+
+    root = tmp_path_factory.mktemp("sparse")
+    plain = make_tiny_bert(root / "plain", "BertForMaskedLM", **_TINY_TASK_SHAPE)
+    modules = [MLMTransformer(str(plain), max_seq_length=TASK_MAX_SEQ_LEN), SpladePooling("max")]
+    SparseEncoder(modules=modules).save(str(root / "tiny-sparse"))
+    return root / "tiny-sparse"
+
+
 @pytest.fixture(scope="session")
 def default_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A BERTSERVE_HOME whose repository holds the default model alone, exported on first use as `serve` does."""
@@ -222,10 +300,11 @@ def default_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def repository(default_home: Path, minilm_dir: Path, tiny_bert_dir: Path,
-               tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One repository, several models: the default, a token-level one (pooling none), and a cheap one for tests
-    of the client rather than the model (streams, threads)."""
+def repository(default_home: Path, minilm_dir: Path, tiny_bert_dir: Path, rerank_dir: Path, classify_dir: Path,
+               sparse_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One repository, several models: the default, a token-level one (pooling none), a cheap one for tests
+    of the client rather than the model (streams, threads), and a tiny model of each other task (rerank, classify,
+    sparse), each exported as its folder says with the default encoder (ONNX Runtime fp32)."""
     from bertserve.export import ExportConfig, Pooling, export_model
 
     repo = tmp_path_factory.mktemp("repo") / "repository"
@@ -235,6 +314,8 @@ def repository(default_home: Path, minilm_dir: Path, tiny_bert_dir: Path,
                               normalize=False, max_seq_len=64))
     export_model(ExportConfig(model_dir=tiny_bert_dir, repository=repo, name=STREAM_NAME, pooling=Pooling.MEAN_MAX,
                               layers=(-3, -2, -1), normalize=False, max_seq_len=16, max_batch_size=256))
+    for name, folder in ((RERANK_NAME, rerank_dir), (CLASSIFY_NAME, classify_dir), (SPARSE_NAME, sparse_dir)):
+        export_model(ExportConfig(model_dir=folder, repository=repo, name=name))
     return repo
 
 

@@ -12,7 +12,8 @@ import bertserve.export.config
 from bertserve import cli
 from bertserve.errors import BertserveError
 from bertserve.export import Backend, Deployment, PerformanceHint, Pooling, Precision, Runtime
-from bertserve.export.config import DEFAULT_MAX_BATCH_SIZE
+from bertserve.contract import Task
+from bertserve.export.config import DEFAULT_MAX_BATCH_SIZE, DEFAULT_SPARSE_MAX_BATCH_SIZE
 from bertserve.frontdoor.config import FrontDoorConfig
 from bertserve.server.config import ServerConfig
 
@@ -30,7 +31,7 @@ def _help(command: str, capsys: pytest.CaptureFixture) -> str:
 
 @pytest.mark.parametrize("command, flag, source", [
     ("export", "--pooling", Pooling), ("export", "--precision", Precision), ("export", "--runtime", Runtime),
-    ("export", "--performance-hint", PerformanceHint),
+    ("export", "--performance-hint", PerformanceHint), ("export", "--task", Task),
 ])
 def test_choices_are_the_enums_values(command, flag, source):
     assert _options(command)[flag].choices == [choice.value for choice in source]
@@ -41,7 +42,6 @@ def test_backend_choices_are_the_enums_but_tensorrt_which_format_picks():
 
 
 @pytest.mark.parametrize("command, flag, default", [
-    ("export", "--max-batch-size", DEFAULT_MAX_BATCH_SIZE),
     *[("export", f"--{field.replace('_', '-')}", getattr(Deployment, field))
       for field in ("instances", "tokenizer_instances", "max_queue_size", "queue_timeout", "max_request_bytes")],
     *[("serve", f"--{field.replace('_', '-')}", getattr(ServerConfig, field))
@@ -53,6 +53,12 @@ def test_backend_choices_are_the_enums_but_tensorrt_which_format_picks():
 ])
 def test_defaults_are_the_config_classes(command, flag, default):
     assert _options(command)[flag].default == default
+
+
+def test_the_batch_size_defaults_to_the_tasks_which_the_help_names(capsys):
+    assert _options("export")["--max-batch-size"].default is None  # the export plan picks it by task
+    assert (f"(default: {DEFAULT_MAX_BATCH_SIZE}; sparse models {DEFAULT_SPARSE_MAX_BATCH_SIZE}, "
+            in _help("export", capsys))
 
 
 def test_a_default_changed_at_its_source_shows_in_the_help(monkeypatch, capsys):
@@ -82,6 +88,26 @@ def test_the_front_door_config_survives_its_command_line(config):
     assert FrontDoorConfig.from_arguments(args, triton_url=args.url, api_key=config.api_key) == config
 
 
+def _exported(monkeypatch, tmp_path, *args: str):
+    """The ExportConfig the CLI builds for `bertserve export tmp_path args`: the export itself is tested in
+    tests/export."""
+    exported = []
+
+    def export_model(config):
+        exported.append(config)
+        raise BertserveError("stop here")
+
+    monkeypatch.setattr(bertserve.export, "export_model", export_model)
+    assert cli.main(["export", str(tmp_path), "--repository", str(tmp_path / "repo"), *args]) == 1
+    (config,) = exported
+    return config
+
+
+@pytest.mark.parametrize("args, task", [([], None), *[(["--task", t.value], t) for t in Task]])
+def test_the_task_is_the_folders_unless_forced(monkeypatch, tmp_path, args, task):
+    assert _exported(monkeypatch, tmp_path, *args).task is task
+
+
 @pytest.mark.parametrize("flags, args, expected", [
     ({"avx2", "amx_bf16"}, [], (Runtime.OPENVINO, Precision.AUTO)),  # neither --runtime nor --precision: the CPU's
     ({"avx2"}, [], (Runtime.ONNXRUNTIME, Precision.FP32)),
@@ -89,14 +115,6 @@ def test_the_front_door_config_survives_its_command_line(config):
     ({"avx2", "amx_bf16"}, ["--gpus", "0"], (Runtime.ONNXRUNTIME, Precision.FP32)),  # a GPU export is not the CPU's
 ])
 def test_a_plain_export_gets_the_cpus_default_encoder(monkeypatch, tmp_path, flags, args, expected):
-    exported = []
-
-    def export_model(config):  # the CLI's choice is the test; the export itself is tested in tests/export
-        exported.append(config)
-        raise BertserveError("stop here")
-
     monkeypatch.setattr(bertserve.export.config, "cpu_flags", lambda: frozenset(flags))
-    monkeypatch.setattr(bertserve.export, "export_model", export_model)
-    assert cli.main(["export", str(tmp_path), "--repository", str(tmp_path / "repo"), *args]) == 1
-    (config,) = exported
+    config = _exported(monkeypatch, tmp_path, *args)
     assert (config.deployment.runtime, config.precision) == expected

@@ -66,7 +66,8 @@ def _health_command(commands: Any) -> None:
 
 
 def _export_command(commands: Any) -> None:
-    from .export.config import DEFAULT_MAX_BATCH_SIZE, Precision
+    from .contract import Task
+    from .export.config import DEFAULT_MAX_BATCH_SIZE, DEFAULT_SPARSE_MAX_BATCH_SIZE, Precision
     from .export.options import Pooling
 
     export = commands.add_parser("export", help="export a Hugging Face BERT folder to a Triton model repository")
@@ -74,6 +75,10 @@ def _export_command(commands: Any) -> None:
                         help="folder with config.json, tokenizer files and weights (default: all-MiniLM-L6-v2)")
     export.add_argument("-r", "--repository", type=Path, help="model repository (default: $BERTSERVE_HOME/repository)")
     export.add_argument("--name", help="model name in the repository (default: the folder's name)")
+    export.add_argument("--task", choices=_values(Task),
+                        help="what the model computes (default: what the folder holds: rerank or classify for a "
+                             "BertForSequenceClassification with one or more labels, a CrossEncoder included; sparse "
+                             "(SPLADE) for a BertForMaskedLM or a SparseEncoder; else embed)")
     export.add_argument("--pooling", choices=_values(Pooling),
                         help="pooling strategy (default: the sentence-transformers config, else mean)")
     export.add_argument("--layers", nargs="+", metavar="N",
@@ -83,8 +88,9 @@ def _export_command(commands: Any) -> None:
                         help="L2-normalise the vectors (default: as the sentence-transformers config says, else no)")
     export.add_argument("--max-seq-len", type=int, help="tokens per input, longer input is truncated on the right "
                                                         "(default: the model's, at most 512)")
-    export.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE,
-                        help="largest batch the server accepts (default: %(default)s)")
+    export.add_argument("--max-batch-size", type=int,
+                        help=f"largest batch the server accepts (default: {DEFAULT_MAX_BATCH_SIZE}; sparse models "
+                             f"{DEFAULT_SPARSE_MAX_BATCH_SIZE}, whose logits take batch x tokens x vocabulary floats)")
     export.add_argument("--mask-cls-sep", action="store_true", help="leave [CLS] and [SEP] out of pooling")
     export.add_argument("--lowercase", action=argparse.BooleanOptionalAction,
                         help="override the tokenizer's casing: --lowercase as uncased BERT, --no-lowercase keeps case "
@@ -248,6 +254,8 @@ def _read_sentences(args: argparse.Namespace) -> list[str]:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from . import contract
+
     export, server = _server_extra("bertserve.export"), _server_extra("bertserve.server")
     layers = tuple(int(v) for item in args.layers for v in item.split(",") if v) if args.layers else None
     if args.format == "tensorrt" and args.backend:
@@ -291,6 +299,7 @@ def _export(args: argparse.Namespace) -> int:
         precision=export.Precision(precision),
         deployment=deployment,
         overwrite=args.overwrite,
+        task=contract.Task(args.task) if args.task else None,
     )
     info = export.export_model(config)
     print(info.to_json(), end="")
