@@ -1,6 +1,6 @@
 """The embedded Triton server: a real tritonserver process, no Docker (needs `pip install bertserve[server]`)."""
 
-from .config import ServerConfig, free_ports, is_object_storage
+from .config import ServerConfig, byte_size, free_ports, is_object_storage
 from .home import DEFAULT_MODEL_NAME, bertserve_home, default_model_dir, default_repository, write_admin_key
 from .process import TritonServer
 
@@ -9,6 +9,7 @@ __all__ = [
     "ServerConfig",
     "TritonServer",
     "bertserve_home",
+    "byte_size",
     "default_model_dir",
     "default_repository",
     "free_ports",

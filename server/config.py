@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,3 +113,20 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
 def is_object_storage(repository: Union[Path, str]) -> bool:
     """Whether `repository` names object storage (s3://, gs://, as://) rather than a folder."""
     return isinstance(repository, str) and repository.startswith(OBJECT_STORAGE_SCHEMES)
+
+
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*")
+
+
+def byte_size(text: str, what: str = "size") -> int:
+    """A number of bytes from `text` such as "268435456", "256MB" or "1GiB"; a ConfigError naming `what` where it is
+    not a positive size."""
+    match = _SIZE.fullmatch(text)
+    unit = match and _UNITS.get(match.group(2).upper())
+    size = int(float(match.group(1)) * unit) if match and unit else 0
+    if size < 1:
+        raise ConfigError(f"{what} {text!r} is not a positive size: give bytes, or a number with KB, MB, GB, KiB, "
+                          "MiB or GiB, e.g. 256MB; leave it out for no cache")
+    return size
+

@@ -33,7 +33,6 @@ _STUB = "triton_python_backend_stub"
 _INSTANCE = re.compile(r"(.+)_\d+_\d+")  # a backend instance's name: <model>_<group>_<index>
 _SHM_REGION = "triton_python_backend_shm_region"  # a stub argument that looks like an instance name too
 _UNHEALTHY = re.compile(r"Stub process '(.+)_\d+_\d+' is not healthy")
-_PROBE_TEXT = "bertserve probe"
 _RELOAD_TIMEOUT = 120.0
 _PROBE_EVERY = 10
 PROCESS_TABLE, PROBE = "process table", "probe"  # how a death was found, the keys of `Supervisor.detected`
@@ -132,12 +131,13 @@ class Supervisor:
     def _probe(self, ensemble: str) -> set[str]:
         """The models a real inference through `ensemble` reports as dead (none when it succeeds)."""
         from bertserve import Encoder
+        from bertserve.health import probe
 
         if ensemble not in self._probes:
             self._probes[ensemble] = Encoder(self._server.grpc_url, model=ensemble, api_key=self._server.api_key,
                                              timeout=10, retries=0)
         try:
-            self._probes[ensemble].encode([_PROBE_TEXT])  # retries=0: a dead backend answers at once
+            probe(self._probes[ensemble])  # retries=0: a dead backend answers at once
         except ModelUnavailableError as exc:  # a dead backend, or a model being reloaded (nothing to match)
             return set(_UNHEALTHY.findall(str(exc)))
         except BertserveError as exc:  # busy, timed out, unreachable: not a reason to reload anything

@@ -29,7 +29,7 @@ from bertserve.export import default_encoder
 from bertserve.model_repository.config import parse
 from bertserve.server import free_ports
 
-from .conftest import DEFAULT_NAME, lines_until
+from .conftest import CLASSIFY_NAME, DEFAULT_NAME, RERANK_NAME, SPARSE_NAME, lines_until
 from .frontdoor.conftest import free_pair
 from .server.test_process import port_free
 
@@ -218,6 +218,22 @@ def test_serve_refuses_a_bad_key_before_it_exports_the_default_model(tmp_path, c
     assert (code, out) == (1, "")
     assert err == f"bertserve: error: {name} must be at least 16 letters, digits or '-_.~+/' characters\n"
     assert not any(tmp_path.iterdir()), "serve exported the default model before it refused the key"
+
+
+def test_health_runs_each_model_with_its_own_task(server, capsys):
+    code, out, err = _main(capsys, "health", "--url", server.grpc_url)
+    assert code == 0, err
+    for name in (DEFAULT_NAME, RERANK_NAME, CLASSIFY_NAME, SPARSE_NAME):
+        assert f"bertserve: {name} serves (" in out
+
+
+@pytest.mark.parametrize("size", ["0", "lots"])
+def test_serve_refuses_a_cache_of_no_size_before_it_exports_the_default_model(tmp_path, capsys, monkeypatch, size):
+    monkeypatch.setenv("BERTSERVE_HOME", str(tmp_path))
+    code, out, err = _main(capsys, "serve", "--cache-size", size)
+    assert (code, out) == (1, "")
+    assert err.startswith(f"bertserve: error: --cache-size {size!r} is not a positive size")
+    assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("url", [["--url", "http://localhost:8000"], ["--url", "https://triton.example:443"],

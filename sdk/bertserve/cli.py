@@ -61,7 +61,7 @@ def _health_command(commands: Any) -> None:
     health = commands.add_parser("health", help="check that a server serves: a real inference through each model "
                                                 "(exit 0), for readiness probes")
     _client_options(health, timeout=10.0)
-    health.add_argument("--model", help="check this model only (default: every embedding model served)")
+    health.add_argument("--model", help="check this model only (default: every bertserve model served)")
     health.set_defaults(run=_health)
 
 
@@ -166,6 +166,9 @@ def _serve_command(commands: Any) -> None:
     _key_option(serve, "--admin-key", _ADMIN_KEY_VARIABLE,
                 "key for the admin APIs (default: ${}, else a new one at each start, written to "
                 "$BERTSERVE_HOME/admin-key)")
+    serve.add_argument("--cache-size", metavar="SIZE",
+                       help="answer requests repeated exactly from a response cache of this size, e.g. 256MB or "
+                            "1GiB (default: no cache); `bertserve status` shows its hits")
     front_door_options(serve, standalone=False)
     serve.set_defaults(run=_serve)
 
@@ -227,16 +230,17 @@ def _status(args: argparse.Namespace) -> int:
 
 def _health(args: argparse.Namespace) -> int:
     from .client import Encoder
+    from .health import probe
 
     with Encoder(args.url, protocol=args.protocol, timeout=args.timeout, api_key=args.api_key, retries=0) as encoder:
         names = [args.model] if args.model else encoder.models()
         if not names:
-            raise BertserveError(f"{encoder.address} serves no embedding model")
+            raise BertserveError(f"{encoder.address} serves no bertserve model")
     for name in names:
         started = time.monotonic()
         with Encoder(args.url, model=name, protocol=args.protocol, timeout=args.timeout, api_key=args.api_key,
                      retries=0) as encoder:
-            encoder.encode(["bertserve health"])
+            probe(encoder)
         print(f"bertserve: {name} serves ({(time.monotonic() - started) * 1000:.0f} ms)")
     return 0
 
@@ -322,6 +326,7 @@ def _serve(args: argparse.Namespace) -> int:
         api_key=args.api_key or None,
         admin_key=args.admin_key or None,
         tritonserver=args.tritonserver,
+        cache_size=server.byte_size(args.cache_size, "--cache-size") if args.cache_size is not None else None,
     )
     door_config = None
     if args.openai_port or args.bert_as_service_port:
