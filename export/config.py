@@ -14,10 +14,10 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import Mapping, Optional
 
 from bertserve.contract import Task
 from bertserve.errors import ExportError
@@ -33,13 +33,15 @@ _BERT_MAX_LEN = 512
 _log = logging.getLogger("bertserve.export")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
-# sentence-transformers pooling flags that map onto one bertserve strategy.
+# sentence-transformers pooling flags (before version 6) that map onto one bertserve strategy.
 _ST_POOLING = {
     "pooling_mode_mean_tokens": Pooling.MEAN,
     "pooling_mode_max_tokens": Pooling.MAX,
     "pooling_mode_cls_token": Pooling.CLS,
     "pooling_mode_lasttoken": Pooling.SEP,
 }
+# sentence-transformers 6's `pooling_mode` names of the same strategies.
+_ST_POOLING_MODES = {"mean": Pooling.MEAN, "max": Pooling.MAX, "cls": Pooling.CLS, "lasttoken": Pooling.SEP}
 
 
 class Precision(str, Enum):
@@ -119,6 +121,9 @@ class ExportPlan:
     overwrite: bool
     task: Task = Task.EMBED
     labels: tuple[str, ...] = ()  # rerank and classify: the head's outputs, in id order
+    # The sentence-transformers configuration's named prompts and the one applied by default ("": none).
+    prompts: Mapping[str, str] = field(default_factory=dict)
+    default_prompt_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,8 @@ class _StPipeline:
     max_seq_len: Optional[int]
     lowercase_input: bool
     head: Optional[Task] = None  # SparseEncoder: sparse; a CrossEncoder's head is named by its config.json
+    prompts: Mapping[str, str] = field(default_factory=dict)
+    default_prompt_name: str = ""
 
 
 def plan_export(config: ExportConfig) -> ExportPlan:
@@ -159,7 +166,9 @@ def plan_export(config: ExportConfig) -> ExportPlan:
         max_seq_len = config.max_seq_len
     elif st and st.max_seq_len:
         max_seq_len = st.max_seq_len
-    elif task is not Task.EMBED:  # as CrossEncoder and SparseEncoder load it: the tokenizer's, within the positions
+    elif st or task is not Task.EMBED:
+        # As sentence-transformers 6 (which records max_seq_length there), CrossEncoder and SparseEncoder load it:
+        # the tokenizer's model_max_length, within the positions.
         max_seq_len = min(_tokenizer_max_length(transformer_dir) or position_limit, position_limit)
     else:
         max_seq_len = min(_BERT_MAX_LEN, position_limit)
@@ -201,6 +210,8 @@ def plan_export(config: ExportConfig) -> ExportPlan:
         overwrite=config.overwrite,
         task=task,
         labels=_labels(model_config, task),
+        prompts=dict(st.prompts) if st else {},
+        default_prompt_name=st.default_prompt_name if st else "",
     )
 
 
@@ -293,9 +304,30 @@ def _check_precision(precision: Precision, runtime: Runtime) -> None:
 
 
 def _read_sentence_transformers(model_dir: Path) -> Optional[_StPipeline]:
+    """The sentence-transformers pipeline of `model_dir` (None for a plain folder), its prompts included."""
     modules_file = model_dir / "modules.json"
     if not modules_file.is_file():
         return None
+    pipeline = _read_modules(model_dir, modules_file)
+    prompts, default_prompt_name = _read_prompts(model_dir)
+    return replace(pipeline, prompts=prompts, default_prompt_name=default_prompt_name)
+
+
+def _read_prompts(model_dir: Path) -> tuple[dict[str, str], str]:
+    """config_sentence_transformers.json's `prompts` and `default_prompt_name` ("" where it names none)."""
+    path = model_dir / "config_sentence_transformers.json"
+    config = json.loads(path.read_text()) if path.is_file() else {}
+    prompts, default = config.get("prompts") or {}, config.get("default_prompt_name") or ""
+    if not isinstance(prompts, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in prompts.items()):
+        raise ExportError(f"{path}'s prompts are not a map of names to texts: {prompts!r}; fix the file")
+    if default and default not in prompts:
+        known = ", ".join(map(repr, sorted(prompts))) or "none"
+        raise ExportError(f"{path} names the default prompt {default!r}, which is not one of its prompts ({known}); "
+                          "add it to `prompts` or set `default_prompt_name` to one of them")
+    return prompts, str(default)
+
+
+def _read_modules(model_dir: Path, modules_file: Path) -> _StPipeline:
     modules = {m["type"].rsplit(".", 1)[-1]: model_dir / m["path"] for m in json.loads(modules_file.read_text())}
     if "MLMTransformer" in modules or "SpladePooling" in modules:
         return _read_sparse_encoder(model_dir, modules)
@@ -309,13 +341,24 @@ def _read_sentence_transformers(model_dir: Path) -> Optional[_StPipeline]:
             "SpladePooling) only"
         )
     flags = json.loads((modules["Pooling"] / "config.json").read_text())
-    chosen = [pooling for flag, pooling in _ST_POOLING.items() if flags.get(flag)]
-    others = [k for k, v in flags.items() if k.startswith("pooling_mode") and v is True and k not in _ST_POOLING]
-    if len(chosen) != 1 or others:
+    if "pooling_mode" in flags:  # sentence-transformers 6: a mode's name, or a list of them
+        modes = flags["pooling_mode"]
+        enabled = [modes] if isinstance(modes, str) else list(modes)
+        chosen = [_ST_POOLING_MODES[mode] for mode in enabled if mode in _ST_POOLING_MODES]
+    else:
         enabled = sorted(k for k, v in flags.items() if k.startswith("pooling_mode") and v is True)
+        chosen = [pooling for flag, pooling in _ST_POOLING.items() if flags.get(flag)]
+    if len(chosen) != 1 or len(enabled) != 1:
         raise ExportError(
             f"the sentence-transformers pooling {enabled} in {model_dir} has no exact bertserve equivalent; "
             "pass --pooling to choose one explicitly"
+        )
+    if flags.get("include_prompt", True) is False:
+        raise ExportError(
+            f"{model_dir}'s pooling leaves the prompt's tokens out (include_prompt false), which bertserve cannot "
+            "serve: its encoder pools every token of the prompted text, not told where each row's prompt ends. "
+            "Serve the model with sentence-transformers, or set include_prompt true in its Pooling config.json if "
+            "vectors that count the prompt will do"
         )
     transformer_dir = modules["Transformer"]
     st_config = _st_config(transformer_dir)

@@ -12,7 +12,7 @@ import logging
 import re
 import warnings
 from pathlib import Path
-from typing import Sequence, Union
+from typing import NamedTuple, Sequence, Union
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from bertserve.contract import Task
 from bertserve.errors import ExportError
 from bertserve.model_repository.deployment import Runtime
 from bertserve.model_repository.repository import TOKEN_TENSORS, openvino_precision
+from bertserve.quantize import calibration_ranges
 
 from . import openvino
 from ._logging import quiet
@@ -105,9 +106,22 @@ def check_texts(task: Task) -> list[Union[str, tuple[str, str]]]:
     return _CHECK_SENTENCES[::-1] + ["x " * 600]
 
 
-def export_encoder(plan: ExportPlan, prepared: PreparedTokenizer, path: Path, precision: Precision) -> int:
+class ExportedEncoder(NamedTuple):
+    """What an export of the encoder records in ModelInfo."""
+
+    dim: int  # the width of the task's output
+    quantization_ranges: tuple[tuple[float, ...], ...]  # int8 / uint8 calibration; () where not calibrated
+
+
+def calibrates(plan: ExportPlan) -> bool:
+    """Whether the export calibrates int8 and uint8 output: embed models that pool (one vector per item)."""
+    return plan.task is Task.EMBED and plan.pooling is not Pooling.NONE
+
+
+def export_encoder(plan: ExportPlan, prepared: PreparedTokenizer, path: Path, precision: Precision) -> ExportedEncoder:
     """Write the encoder to `path` in `precision` (ONNX, OpenVINO IR or TorchScript, as the runtime needs), validate it
-    against transformers' fp32 outputs, and return the width of the task's output (ModelInfo.dim)."""
+    against transformers' fp32 outputs, and calibrate int8 / uint8 output on its vectors of the varied corpus, computed
+    as it is served (`calibrates`)."""
     bert = load_bert(plan)
     tokenizer = prepared.tokenizer
     excluded = (prepared.cls_id, prepared.sep_id) if plan.mask_cls_sep else ()
@@ -124,18 +138,23 @@ def export_encoder(plan: ExportPlan, prepared: PreparedTokenizer, path: Path, pr
     sample = encoder_inputs(tokenizer, check_texts(plan.task)[:4] if plan.task is Task.RERANK else _CHECK_SENTENCES)
     _log.info("exporting %d of %d encoder layers%s", len(graph.layers), bert.config.num_hidden_layers,
               "" if plan.task is Task.EMBED else f" and the {plan.task.value} head")
+    corpus = _corpus_batches(tokenizer) if calibrates(plan) else []
     if plan.deployment.runtime is Runtime.TORCH:
         _write_torchscript(graph, sample, path)
-        got = _torchscript_output(path, check, precision, plan.task, vocabulary)
+        got, *vectors = _torchscript_outputs(path, [check, *corpus], precision, plan.task, vocabulary)
     elif plan.deployment.runtime is Runtime.OPENVINO:
-        got, want, precision = _export_openvino(plan, bert, graph, sample, path, precision, tokenizer, check, want)
+        got, want, precision, vectors = _export_openvino(plan, bert, graph, sample, path, precision, tokenizer, check,
+                                                         want, corpus)
     else:
         _write_onnx(graph, sample, path, plan.pooling)
         if precision is Precision.INT8:
             _quantize(path)
-        got = _onnx_output(path, check, plan.task, vocabulary)
+        got, *vectors = _onnx_outputs(path, [check, *corpus], plan.task, vocabulary)
     _validate(got, want, precision, plan.task)
-    return output_width(plan, bert)
+    ranges = calibration_ranges(np.concatenate(vectors)) if corpus else ()
+    if ranges:
+        _log.info("calibrated int8 / uint8 output on %d vectors of the varied corpus", sum(map(len, vectors)))
+    return ExportedEncoder(output_width(plan, bert), ranges)
 
 
 def output_width(plan: ExportPlan, model: torch.nn.Module) -> int:
@@ -177,15 +196,16 @@ def comparable(task: Task, outputs: Sequence[np.ndarray], vocabulary: int = 0) -
     return np.asarray(outputs[0])
 
 
-def _export_openvino(plan, bert, graph, sample, path, precision, tokenizer, check, check_want):
+def _export_openvino(plan, bert, graph, sample, path, precision, tokenizer, check, check_want, calibration):
     """Write the IR; return its vectors and the reference ones for `check` (and, for reduced precisions, the
-    varied corpus), with the precision to judge them in: the one OpenVINO computes in on this CPU. bf16 is
-    also checked emulated in PyTorch, so that a CPU without bf16 units refuses what bf16 units would serve badly."""
+    varied corpus), with the precision to judge them in: the one OpenVINO computes in on this CPU, and its vectors
+    of the `calibration` batches (the varied corpus, or none) computed so. bf16 is also checked emulated in PyTorch,
+    so that a CPU without bf16 units refuses what bf16 units would serve badly."""
     reduced = precision in (Precision.BF16, Precision.AUTO, Precision.INT8)
-    corpus = _corpus_batches(tokenizer, plan.task) if reduced else []
+    corpus = (calibration or _corpus_batches(tokenizer, plan.task)) if reduced else calibration
     vocabulary = int(bert.config.vocab_size)
     task = plan.task
-    want = [_reference(bert, graph, batch) for batch in corpus]
+    want = [_reference(bert, graph, batch) for batch in corpus] if reduced else []
     if precision in (Precision.BF16, Precision.AUTO):
         # Emulated bf16 is slow on CPUs without bf16 units: a sample of every length the corpus holds.
         sample_rows = [{name: value[::_BF16_SAMPLE] for name, value in batch.items()} for batch in corpus]
@@ -210,9 +230,10 @@ def _export_openvino(plan, bert, graph, sample, path, precision, tokenizer, chec
     if precision is not Precision.INT8:
         _log.info("this CPU runs the %s export in %s", precision.value, computed)
         precision = Precision.BF16 if computed == "bf16" else Precision.FP32
-    got = openvino.run_ir(path, corpus + [check], computed, combine)
+    got = openvino.run_ir(path, [check] + corpus, computed, combine)
+    checked = got[: 1 + len(want)]  # reduced precisions: the corpus too
     # Sparse vectors of different batches are as wide as the vocabulary: they stack like the others.
-    return np.concatenate(got), np.concatenate(want + [check_want]), precision
+    return np.concatenate(checked), np.concatenate([check_want] + want), precision, got[1:] if calibration else []
 
 
 def _corpus_batches(tokenizer, task: Task = Task.EMBED) -> list[dict[str, np.ndarray]]:
@@ -353,17 +374,19 @@ def _run_graph(graph: torch.nn.Module, batch: dict[str, np.ndarray], task: Task,
                       vocabulary)
 
 
-def _torchscript_output(path: Path, batch: dict[str, np.ndarray], precision: Precision, task: Task = Task.EMBED,
-                        vocabulary: int = 0) -> np.ndarray:
+def _torchscript_outputs(path: Path, batches: list[dict[str, np.ndarray]], precision: Precision,
+                         task: Task = Task.EMBED, vocabulary: int = 0) -> list[np.ndarray]:
     """Run the saved TorchScript file as the runtime will: fp16 on a GPU when there is one (CPUs are slow at it)."""
     device = "cuda" if precision is Precision.FP16 and torch.cuda.is_available() else "cpu"
     module = torch.jit.load(str(path), map_location=device)
     with torch.inference_mode():
-        return _run_graph(module, batch, task, vocabulary, device)
+        return [_run_graph(module, batch, task, vocabulary, device) for batch in batches]
 
 
-def _onnx_output(path: Path, batch: dict[str, np.ndarray], task: Task = Task.EMBED, vocabulary: int = 0) -> np.ndarray:
+def _onnx_outputs(path: Path, batches: list[dict[str, np.ndarray]], task: Task = Task.EMBED,
+                  vocabulary: int = 0) -> list[np.ndarray]:
+    """Run the ONNX file on ONNX Runtime's CPU provider, one output array per batch (as `comparable` puts it)."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return comparable(task, session.run(list(task.outputs), batch), vocabulary)
+    return [comparable(task, session.run(list(task.outputs), batch), vocabulary) for batch in batches]

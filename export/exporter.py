@@ -42,20 +42,23 @@ def export_model(config: ExportConfig) -> ModelInfo:
         plan.transformer_dir, plan.name, head, plan.max_seq_len,
         plan.precision.value, backend.value, f" ({plan.deployment.runtime.value})" if backend is Backend.PYTHON else "",
     )
+    if plan.prompts:
+        _log.info("prompts %s, %s", dict(plan.prompts), f"{plan.default_prompt_name!r} by default"
+                  if plan.default_prompt_name else "none by default")
     prepared = build_tokenizer(plan.transformer_dir, plan.max_seq_len, plan.lowercase_input, plan.lowercase)
     with tempfile.TemporaryDirectory(prefix="bertserve-export-") as scratch:
         encoder_dir = Path(scratch)
         encoder_file = encoder_dir / ("model.onnx" if backend is Backend.TENSORRT else plan.deployment.encoder_files[0])
         # TensorRT gets the fp32 graph and lowers precision itself (with fp32 LayerNorm where needed).
         onnx_precision = Precision.FP32 if backend is Backend.TENSORRT else plan.precision
-        dim = export_encoder(plan, prepared, encoder_file, onnx_precision)
+        encoder = export_encoder(plan, prepared, encoder_file, onnx_precision)
         if backend is Backend.TENSORRT:
             build_engine(encoder_file, encoder_dir / "model.plan", plan.max_batch_size,
                          plan.max_seq_len, fp16=plan.precision is Precision.FP16)
         info = ModelInfo(
             name=plan.name,
             source=str(config.model_dir),
-            dim=dim,
+            dim=encoder.dim,
             pooling=plan.pooling.value,
             layers=plan.layers,
             normalize=plan.normalize,
@@ -67,8 +70,12 @@ def export_model(config: ExportConfig) -> ModelInfo:
             runtime=plan.deployment.runtime.value if backend in (Backend.PYTHON, Backend.OPENVINO) else "",
             task=plan.task.value,
             labels=plan.labels,
+            prompts=dict(plan.prompts),
+            default_prompt_name=plan.default_prompt_name,
+            quantization_ranges=encoder.quantization_ranges,
         )
         write_model(plan.repository, info, plan.deployment, encoder_dir, prepared.tokenizer,
                     prepared.special_tokens, plan.overwrite)
-    _log.info("wrote %s to %s in %.1f s (dim %d)", plan.name, plan.repository, time.monotonic() - started, dim)
+    _log.info("wrote %s to %s in %.1f s (dim %d)", plan.name, plan.repository, time.monotonic() - started,
+              encoder.dim)
     return info

@@ -41,11 +41,15 @@ STREAM_NAME = "tiny-stream"
 RERANK_NAME = "tiny-rerank"
 CLASSIFY_NAME = "tiny-classify"
 SPARSE_NAME = "tiny-sparse"
+# A sentence-transformers model whose configuration carries prompts (PROMPTS, DEFAULT_PROMPT_NAME): see `prompts_dir`.
+PROMPTS_NAME = "tiny-prompts"
+PROMPTS = {"query": "query: ", "passage": "passage: "}
+DEFAULT_PROMPT_NAME = "query"
 _PLAIN_BERT_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
                      "special_tokens_map.json")
 T = TypeVar("T")
 _SERVER_FIXTURES = {"server", "throwaway_server", "repository", "default_home", "variants_repository", "tiny_bert_dir",
-                    "rerank_dir", "classify_dir", "sparse_dir"}
+                    "rerank_dir", "classify_dir", "sparse_dir", "prompts_dir"}
 # Fixtures that run an external tool: kubectl (tests/deploy `rendered`), moto and the AWS CLI (`s3`), docker-compose.
 _TOOL_FIXTURES = {"rendered", "s3", "compose"}
 # The test run's own stop grace period: a stop waits for it only where a request is still in flight.
@@ -292,6 +296,28 @@ def sparse_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def prompts_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A sentence-transformers folder, as SentenceTransformer.save writes it: Transformer (a BertModel, seeded random
+    weights, max_seq_length TASK_MAX_SEQ_LEN) -> mean Pooling, its configuration carrying PROMPTS and
+    DEFAULT_PROMPT_NAME (and no others: sentence-transformers 6 adds empty "query" and "document" ones on save)."""
+    import json
+
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer import modules
+
+    root = tmp_path_factory.mktemp("prompts")
+    transformer = modules.Transformer(str(make_tiny_bert(root / "plain", **_TINY_TASK_SHAPE)),
+                                      max_seq_length=TASK_MAX_SEQ_LEN)
+    pooling = modules.Pooling(_TINY_TASK_SHAPE["hidden_size"], "mean")
+    folder = root / PROMPTS_NAME
+    SentenceTransformer(modules=[transformer, pooling]).save(str(folder))
+    config_file = folder / "config_sentence_transformers.json"
+    config = json.loads(config_file.read_text())
+    config_file.write_text(json.dumps({**config, "prompts": PROMPTS, "default_prompt_name": DEFAULT_PROMPT_NAME}))
+    return folder
+
+
+@pytest.fixture(scope="session")
 def default_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A BERTSERVE_HOME whose repository holds the default model alone, exported on first use as `serve` does."""
     home = tmp_path_factory.mktemp("home")
@@ -301,10 +327,10 @@ def default_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def repository(default_home: Path, minilm_dir: Path, tiny_bert_dir: Path, rerank_dir: Path, classify_dir: Path,
-               sparse_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+               sparse_dir: Path, prompts_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One repository, several models: the default, a token-level one (pooling none), a cheap one for tests
-    of the client rather than the model (streams, threads), and a tiny model of each other task (rerank, classify,
-    sparse), each exported as its folder says with the default encoder (ONNX Runtime fp32)."""
+    of the client rather than the model (streams, threads), a tiny model of each other task (rerank, classify,
+    sparse) and one with prompts, each exported as its folder says with the default encoder (ONNX Runtime fp32)."""
     from bertserve.export import ExportConfig, Pooling, export_model
 
     repo = tmp_path_factory.mktemp("repo") / "repository"
@@ -314,7 +340,8 @@ def repository(default_home: Path, minilm_dir: Path, tiny_bert_dir: Path, rerank
                               normalize=False, max_seq_len=64))
     export_model(ExportConfig(model_dir=tiny_bert_dir, repository=repo, name=STREAM_NAME, pooling=Pooling.MEAN_MAX,
                               layers=(-3, -2, -1), normalize=False, max_seq_len=16, max_batch_size=256))
-    for name, folder in ((RERANK_NAME, rerank_dir), (CLASSIFY_NAME, classify_dir), (SPARSE_NAME, sparse_dir)):
+    for name, folder in ((RERANK_NAME, rerank_dir), (CLASSIFY_NAME, classify_dir), (SPARSE_NAME, sparse_dir),
+                         (PROMPTS_NAME, prompts_dir)):
         export_model(ExportConfig(model_dir=folder, repository=repo, name=name))
     return repo
 

@@ -34,7 +34,7 @@ def _export(model_dir, tmp_path, **options):
     plan = plan_export(ExportConfig(model_dir=model_dir, repository=tmp_path / "repo", max_seq_len=MAX_SEQ_LEN, **options))
     prepared = build_tokenizer(plan.transformer_dir, plan.max_seq_len, plan.lowercase_input)
     path = tmp_path / "model.onnx"
-    dim = export_encoder(plan, prepared, path, plan.precision)
+    dim = export_encoder(plan, prepared, path, plan.precision).dim
     return path, dim, encoder_inputs(prepared.tokenizer, TEXTS)
 
 

@@ -277,3 +277,10 @@ def test_a_sparse_model_exports_in_bf16_with_its_head_in_fp32(export_model, spar
     info = export_model(ExportConfig(model_dir=sparse_dir, repository=tmp_path, precision=Precision.BF16,
                                      deployment=Deployment(runtime=Runtime.OPENVINO)))
     assert (info.task, info.precision) == ("sparse", "bf16")
+
+
+@pytest.mark.parametrize("task", [Task.RERANK, Task.CLASSIFY, Task.SPARSE])
+def test_only_embed_models_are_calibrated_for_int8_output(exported, task):
+    info = exported.info(task)
+    assert info.quantization_ranges == ()
+    assert json.loads((exported.repo / task.value / "bertserve.json").read_text())["quantization_ranges"] == []
