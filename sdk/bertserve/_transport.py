@@ -113,10 +113,13 @@ def open_transport(address: Address, timeout: float, keys: Keys = Keys()) -> Tra
     return _HttpTransport(address, timeout, keys)
 
 
+_DATATYPES = {np.dtype(np.object_): "BYTES", np.dtype(np.bool_): "BOOL", np.dtype(np.int64): "INT64"}
+
+
 def _input_tensors(module: Any, inputs: dict[str, np.ndarray]) -> list[Any]:
     tensors = []
     for name, array in inputs.items():
-        datatype = "BYTES" if array.dtype == np.object_ else "BOOL" if array.dtype == np.bool_ else "FP32"
+        datatype = _DATATYPES.get(array.dtype, "FP32")
         tensor = module.InferInput(name, list(array.shape), datatype)
         tensor.set_data_from_numpy(array)
         tensors.append(tensor)

@@ -23,6 +23,7 @@ import numpy as np
 
 from . import contract
 from ._transport import Address, Keys, Transport, open_transport, parse_address
+from ._windows import Window, combine, plan_windows
 from .errors import (
     InvalidInputError,
     ModelNotFoundError,
@@ -32,6 +33,7 @@ from .errors import (
     ServerUnavailableError,
 )
 from .info import ModelInfo
+from .quantize import OutputDtype, output_dtype as _output_dtype, quantize
 from .results import Classified, Label, Ranked, SparseVector
 from .status import ClientStatus, ServerStatus, _ClientCounters
 
@@ -48,10 +50,12 @@ _TASK_CALLS = {
     contract.Task.CLASSIFY.value: "classify(texts)",
     contract.Task.SPARSE.value: "encode_sparse(texts)",
 }
+LONG_INPUTS = ("truncate", "error", "chunk")  # what encode does with input longer than max_seq_len
 
 
 class TruncationWarning(UserWarning):
-    """Some inputs were longer than the model's max_seq_len and were cut on the right."""
+    """Some inputs were longer than the model's max_seq_len and were cut (on the right, unless the call said
+    truncation_direction="left")."""
 
 
 @dataclass(frozen=True)
@@ -60,9 +64,30 @@ class Encoded:
 
     vectors: Any  # as `encode` returns them
     token_counts: np.ndarray  # tokens before truncation; contract.NOT_COUNTED when longer than it could count
-    truncated: np.ndarray  # bool per input: longer than max_seq_len, cut on the right
-    tokens_seen: int  # tokens the model ran over, [CLS]/[SEP] included (after truncation)
+    truncated: np.ndarray  # bool per input: longer than max_seq_len and cut (not when encoded whole in windows)
+    tokens_seen: int  # tokens the model ran over, [CLS]/[SEP] included (after truncation; every window's)
     tokens: Optional[list[list[str]]] = None  # with show_tokens: the tokens the model saw
+
+
+@dataclass(frozen=True)
+class _Options:
+    """An encode call's per-request options, checked before any request."""
+
+    columns: dict[str, bytes]  # optional tokenizer inputs, the same value for every item
+    side: str  # the end an over-long item loses: "right" or "left"
+    long_input: str  # one of LONG_INPUTS, truncate=False already folded in
+    max_windows: int
+    dtype: OutputDtype
+
+
+@dataclass(frozen=True)
+class _Encoding:
+    """What the server answered for an encode call: the first pass, and the windows of the items encoded whole."""
+
+    info: ModelInfo
+    results: list[dict[str, np.ndarray]]
+    windows: list[Window]
+    window_vectors: Optional[np.ndarray]  # [len(windows), dim]
 
 
 @dataclass(frozen=True)
@@ -144,6 +169,12 @@ class Encoder:
         truncate: bool = True,
         padded: bool = False,
         progress: Optional[bool] = None,
+        prompt_name: Optional[str] = None,
+        prompt: Optional[str] = None,
+        truncation_direction: str = "right",
+        long_input: str = "truncate",
+        max_windows: int = contract.DEFAULT_MAX_WINDOWS,
+        output_dtype: str = "float32",
     ) -> Any:
         """Encode `texts` and return their vectors, one per input, in input order.
 
@@ -154,39 +185,62 @@ class Encoder:
         one `[n, max_len, dim]` block and its `[n, max_len]` mask).
         `show_tokens=True` returns `(vectors, tokens)`: the tokens the model
         saw, [CLS]/[SEP] included. `output="list"` gives Python lists;
-        `normalize=True` L2-normalises on the client. Input longer than the
-        model's max_seq_len is truncated with a `TruncationWarning`, or raises
-        `InvalidInputError` when `truncate=False`.
+        `normalize=True` L2-normalises on the client.
+
+        `prompt_name` picks one of the model's prompts (`info().prompts`) and
+        `prompt` gives the text itself ("" for none); with neither, the model's
+        default prompt applies. Input longer than the model's max_seq_len is
+        cut on the `truncation_direction` side ("right" or "left") with a
+        `TruncationWarning`; `long_input="error"` (or `truncate=False`) raises
+        `InvalidInputError` instead, and `long_input="chunk"` encodes it whole:
+        the token-weighted mean of the vectors of its windows of max_seq_len
+        tokens, at most `max_windows` windows per call (pooled models only).
+        `output_dtype` "int8", "uint8", "binary" or "ubinary" returns the
+        vectors (after `normalize`) as sentence-transformers'
+        `quantize_embeddings` computes them, int8 and uint8 over the ranges the
+        export calibrated (`bertserve.quantize`).
         """
         if output not in ("ndarray", "list"):
             raise InvalidInputError(f"output must be 'ndarray' or 'list', got {output!r}")
-        info, results = self._encode("encode", texts, is_tokenized, show_tokens, padded, progress)
-        self._check_truncation(info, results, truncate)
-        vectors = _assemble(info, results, padded, normalize)
+        options = _options(prompt_name, prompt, truncation_direction, long_input, max_windows, output_dtype, truncate,
+                           is_tokenized)
+        encoding = self._encode("encode", texts, is_tokenized, show_tokens, padded, progress, options)
+        if options.long_input != "chunk":  # chunked: every over-long item was encoded whole
+            self._check_truncation(encoding.info, encoding.results, options.long_input == "truncate", options.side,
+                                   call="encode")
+        vectors = _assemble(encoding, padded, normalize, options.dtype)
         if output == "list":
             vectors = _to_list(vectors)
         if show_tokens:
-            return vectors, _tokens(results)
+            return vectors, _tokens(encoding.results)
         return vectors
 
     def encode_detailed(
         self, texts: Sequence[Any], *, is_tokenized: bool = False, show_tokens: bool = False, padded: bool = False,
-        normalize: bool = False,
+        normalize: bool = False, prompt_name: Optional[str] = None, prompt: Optional[str] = None,
+        truncation_direction: str = "right", long_input: str = "truncate",
+        max_windows: int = contract.DEFAULT_MAX_WINDOWS, output_dtype: str = "float32",
     ) -> Encoded:
         """`encode`, returning with the vectors what the tokenizer reported: token counts, truncation, and
         (`show_tokens`) the tokens themselves.
 
         Input longer than max_seq_len is truncated and marked in `truncated`,
-        without a warning: the caller decides what to tell its own users.
+        without a warning: the caller decides what to tell its own users
+        (`long_input="error"` raises, `"chunk"` encodes it whole). The options
+        are `encode`'s.
         """
-        info, results = self._encode("encode_detailed", texts, is_tokenized, show_tokens, padded, None)
-        counts, seen, truncated = _token_counts(info, results)
+        options = _options(prompt_name, prompt, truncation_direction, long_input, max_windows, output_dtype, True,
+                           is_tokenized)
+        encoding = self._encode("encode_detailed", texts, is_tokenized, show_tokens, padded, None, options)
+        if options.long_input == "error":
+            self._check_truncation(encoding.info, encoding.results, False, options.side, call="encode")
+        counts, seen, truncated = _accounting(encoding)
         return Encoded(
-            vectors=_assemble(info, results, padded, normalize),
+            vectors=_assemble(encoding, padded, normalize, options.dtype),
             token_counts=counts,
             truncated=truncated,
             tokens_seen=int(seen.sum()),
-            tokens=_tokens(results) if show_tokens else None,
+            tokens=_tokens(encoding.results) if show_tokens else None,
         )
 
     async def aencode(self, texts: Sequence[Any], **options: Any) -> Any:
@@ -387,19 +441,50 @@ class Encoder:
 
     def _encode(
         self, call: str, texts: Sequence[Any], is_tokenized: bool, show_tokens: bool, padded: bool,
-        progress: Optional[bool],
-    ) -> tuple[ModelInfo, list[dict[str, np.ndarray]]]:
+        progress: Optional[bool], options: _Options,
+    ) -> _Encoding:
+        items = _listed(texts, call, "sentence", f"{call}([text])")
+        if show_tokens and options.long_input == "chunk":
+            raise InvalidInputError("show_tokens shows one sequence per input, and long_input='chunk' encodes "
+                                    "several windows of one; use one or the other")
         info = self._serving(contract.Task.EMBED, call)
         if padded and not info.token_level:
             raise InvalidInputError(f"padded=True is for token-level models; {info.name!r} pools to one vector per input")
+        if options.long_input == "chunk" and info.token_level:
+            raise InvalidInputError(f"long_input='chunk' averages the vectors of a long input's windows, and "
+                                    f"{info.name!r} is a token-level model (a vector per token); use 'truncate' or "
+                                    "'error' with it")
+        if options.dtype.calibrated and not info.quantization_ranges:
+            raise InvalidInputError(
+                f"output_dtype {options.dtype.value!r} needs the ranges calibrated at export, and model {info.name!r} "
+                "has none (token-level models have none, nor do models exported before they were recorded); ask for "
+                "'binary' or 'ubinary', or export a pooled model again with `bertserve export --overwrite`")
         asks = show_tokens and info.format_version >= contract.RETURN_TOKENS_FORMAT  # older exports always send them
-        items = _listed(texts, call, "sentence", f"{call}([text])")
         item = _tokens_item if is_tokenized else _text_item
         firsts, seconds = zip(*(item(i, text) for i, text in enumerate(items)))
-        batches = _batches(list(firsts), list(seconds), self._request_size(info), is_tokenized, asks)
+        size = self._request_size(info)
+        batches = _batches(list(firsts), list(seconds), size, is_tokenized, asks, options.columns)
         outputs = [contract.EMBEDDING, contract.TOKEN_COUNT] + ([contract.TOKENS] if show_tokens else [])
         outputs += [contract.ATTENTION_MASK] if info.token_level else []
-        return info, self._run(info.name, batches, outputs, progress)
+        results = self._run(info.name, batches, outputs, progress)
+        if options.long_input != "chunk":
+            return _Encoding(info, results, [], None)
+        counts, _, truncated = _token_counts(info, results)
+        if not truncated.any():
+            return _Encoding(info, results, [], None)
+        pairs = [i for i in np.flatnonzero(truncated) if seconds[i]]
+        if pairs:
+            raise InvalidInputError(f"item {pairs[0]} is a pair of sentences longer than max_seq_len, and "
+                                    "long_input='chunk' encodes single texts in windows; send it as one text, or "
+                                    "use long_input='truncate'")
+        windows = plan_windows(counts.tolist(), info.max_seq_len, options.max_windows)
+        # Each window is its item's text again, with the same prompt, cut by the tokenizer to the window's tokens.
+        starts = {contract.WINDOW: np.array([w.start for w in windows], np.int64)}
+        window_batches = _batches([firsts[w.item] for w in windows], [b""] * len(windows), size, False, False,
+                                  options.columns, starts)
+        window_results = self._run(info.name, window_batches, [contract.EMBEDDING, contract.TOKEN_COUNT], False)
+        window_vectors = np.concatenate([r[contract.EMBEDDING] for r in window_results]).astype(np.float32, copy=False)
+        return _Encoding(info, results, windows, window_vectors)
 
     def _serving(self, task: contract.Task, call: str) -> ModelInfo:
         """The served model's info, refusing (before any request) a call made for another task than the model's."""
@@ -427,8 +512,9 @@ class Encoder:
         self, model: str, batches: list[_Batch], outputs: list[str], progress: Optional[bool]
     ) -> list[dict[str, np.ndarray]]:
         call = partial(self._infer, model, outputs=outputs)
-        if len(batches) == 1:
-            return [call(batches[0])]
+        if len(batches) == 1 or getattr(self._local, "worker", False):
+            # A worker of the pool (encode_stream's requests) waiting on the pool could wait forever: run in turn.
+            return [call(batch) for batch in batches]
         show = progress if progress is not None else (sys.stderr.isatty() and len(batches) >= _PROGRESS_MIN_REQUESTS)
         bar = _progress_bar(sum(b.size for b in batches), show)
         results = []
@@ -481,7 +567,10 @@ class Encoder:
             count(retries=1)
             time.sleep(backoff)
 
-    def _check_truncation(self, info: ModelInfo, results: list[dict[str, np.ndarray]], truncate: bool) -> None:
+    def _check_truncation(self, info: ModelInfo, results: list[dict[str, np.ndarray]], truncate: bool,
+                          side: str = "right", call: str = "") -> None:
+        """Warn of the items that were cut (on `side`), or refuse them when not `truncate`; `call` "encode" names
+        its long_input choices too."""
         counts, _, truncated = _token_counts(info, results)
         long = np.flatnonzero(truncated)
         if not len(long):
@@ -494,8 +583,11 @@ class Encoder:
             f"(first: item {first}, {tokens} tokens)"
         )
         if not truncate:
-            raise InvalidInputError(f"{message}; shorten them, or pass truncate=True to cut them on the right")
-        warnings.warn(f"{message} were truncated on the right; pass truncate=False to refuse them instead",
+            if call == "encode":
+                raise InvalidInputError(f"{message}; shorten them, pass truncate=True (long_input='truncate') to cut "
+                                        f"them on the {side}, or long_input='chunk' to encode them whole in windows")
+            raise InvalidInputError(f"{message}; shorten them, or pass truncate=True to cut them on the {side}")
+        warnings.warn(f"{message} were truncated on the {side}; pass truncate=False to refuse them instead",
                       TruncationWarning, stacklevel=3)
 
     def _single_model(self) -> str:
@@ -517,12 +609,16 @@ class Encoder:
             self._local.transport = transport
         return transport
 
+    def _mark_worker(self) -> None:
+        self._local.worker = True
+
     def _executor(self) -> ThreadPoolExecutor:
         with self._lock:
             if self._closed:
                 raise InvalidInputError("this Encoder is closed; create a new one")
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="bertserve")
+                self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="bertserve",
+                                                initializer=self._mark_worker)
             return self._pool
 
 
@@ -544,10 +640,53 @@ def _check_flags(**flags: Any) -> None:
             raise InvalidInputError(f"{name} must be True or False, got {value!r}")
 
 
-def _batches(firsts: list[bytes], seconds: list[bytes], size: int, is_tokenized: bool, show_tokens: bool
+def _options(prompt_name: Optional[str], prompt: Optional[str], truncation_direction: str, long_input: str,
+             max_windows: int, output_dtype: str, truncate: bool, is_tokenized: bool) -> _Options:
+    """An encode call's options, checked (each bad value named) before any request is sent."""
+    _check_flags(truncate=truncate, is_tokenized=is_tokenized)
+    if prompt_name is not None and prompt is not None:
+        raise InvalidInputError(f"prompt_name={prompt_name!r} and prompt={prompt!r} both given; name one of the "
+                                "model's prompts or give the prompt text, not both")
+    columns = {}
+    for name, value in ((contract.PROMPT_NAME, prompt_name), (contract.PROMPT, prompt)):
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise InvalidInputError(f"{name} must be a string (or None), got {type(value).__name__}")
+        if is_tokenized:
+            raise InvalidInputError(f"{name} is for text: with is_tokenized=True the tokens are used as given, "
+                                    f"without a prompt; drop {name}, or send text")
+        try:
+            columns[name] = value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidInputError(f"{name} cannot be encoded as UTF-8 ({exc.reason}); remove lone surrogates"
+                                    ) from None
+    if truncation_direction not in contract.TRUNCATION_DIRECTIONS:
+        raise InvalidInputError(f"truncation_direction {truncation_direction!r} is not one of "
+                                + ", ".join(map(repr, contract.TRUNCATION_DIRECTIONS)))
+    if truncation_direction == "left":  # "right" is the server's default: nothing to send
+        columns[contract.TRUNCATION_DIRECTION] = b"left"
+    if long_input not in LONG_INPUTS:
+        raise InvalidInputError(f"long_input {long_input!r} is not one of {', '.join(map(repr, LONG_INPUTS))}")
+    if not truncate:
+        if long_input == "chunk":
+            raise InvalidInputError("truncate=False refuses over-long input and long_input='chunk' encodes it whole; "
+                                    "pass one of them (long_input='error' is truncate=False)")
+        long_input = "error"
+    if long_input == "chunk" and is_tokenized:
+        raise InvalidInputError("long_input='chunk' splits text into windows, and is_tokenized items are used as "
+                                "given; send text, or use long_input='truncate' or 'error'")
+    if isinstance(max_windows, bool) or not isinstance(max_windows, numbers.Integral) or max_windows < 1:
+        raise InvalidInputError(f"max_windows must be a whole number of at least 1, got {max_windows!r}")
+    return _Options(columns, truncation_direction, long_input, int(max_windows), _output_dtype(output_dtype))
+
+
+def _batches(firsts: list[bytes], seconds: list[bytes], size: int, is_tokenized: bool, show_tokens: bool,
+             columns: Optional[dict[str, bytes]] = None, per_item: Optional[dict[str, np.ndarray]] = None
              ) -> list[_Batch]:
     """Checked items (first segments, and second segments, b"" for none) cut into request tensors; with
-    `show_tokens`, each request asks for the tokens (the server builds them only when asked)."""
+    `show_tokens`, each request asks for the tokens (the server builds them only when asked). `columns` are optional
+    string inputs sent with the same value for every item, `per_item` optional inputs of one value per item."""
     has_pairs = any(seconds)
     batches = []
     for start in range(0, len(firsts), size):
@@ -560,6 +699,10 @@ def _batches(firsts: list[bytes], seconds: list[bytes], size: int, is_tokenized:
             inputs[contract.IS_TOKENIZED] = np.ones((n, 1), dtype=np.bool_)
         if show_tokens:
             inputs[contract.RETURN_TOKENS] = np.ones((n, 1), dtype=np.bool_)
+        for name, value in (columns or {}).items():
+            inputs[name] = np.full((n, 1), value, dtype=np.object_)
+        for name, values in (per_item or {}).items():
+            inputs[name] = values[chunk].reshape(n, 1)
         batches.append(_Batch(inputs, n))
     return batches
 
@@ -606,24 +749,48 @@ def _tokens_item(i: int, item: Any) -> tuple[bytes, bytes]:
     return json.dumps(list(item)).encode("utf-8"), b""
 
 
-def _assemble(info: ModelInfo, results: list[dict[str, np.ndarray]], padded: bool, normalize: bool) -> Any:
+def _assemble(encoding: _Encoding, padded: bool, normalize: bool, dtype: OutputDtype) -> Any:
+    """The vectors of an encode call as it returns them: windowed items' vectors combined, then normalised (when
+    asked), then quantized (`dtype`)."""
+    info, results = encoding.info, encoding.results
     if not info.token_level:
         vectors = np.concatenate([r[contract.EMBEDDING] for r in results]).astype(np.float32, copy=False)
-        return _l2(vectors) if normalize else vectors
+        if encoding.windows:
+            vectors = combine(vectors, encoding.windows, encoding.window_vectors, info.normalize)
+        return _quantized(_l2(vectors) if normalize else vectors, dtype, info)
     rows = [
         (vectors, mask)
         for result in results
         for vectors, mask in zip(result[contract.EMBEDDING], result[contract.ATTENTION_MASK])
     ]
     if not padded:
-        return [_l2(v[: int(m.sum())]) if normalize else v[: int(m.sum())] for v, m in rows]
+        return [_quantized(_l2(v[: int(m.sum())]) if normalize else v[: int(m.sum())], dtype, info) for v, m in rows]
     width = max(len(m) for _, m in rows)
     block = np.zeros((len(rows), width, info.dim), np.float32)
     mask = np.zeros((len(rows), width), np.int64)
     for i, (v, m) in enumerate(rows):
         block[i, : len(m)] = _l2(v) if normalize else v
         mask[i, : len(m)] = m
-    return block, mask
+    return _quantized(block, dtype, info), mask
+
+
+def _quantized(vectors: np.ndarray, dtype: OutputDtype, info: ModelInfo) -> np.ndarray:
+    """`vectors` as `dtype` (each along its last axis: a token-level model's token vectors one by one)."""
+    if dtype is OutputDtype.FLOAT32:
+        return vectors
+    return quantize(vectors, dtype, info.quantization_ranges or None)
+
+
+def _accounting(encoding: _Encoding) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`_token_counts` of an encode call, where the items encoded in windows were seen whole: every window's tokens
+    and its [CLS] and [SEP], and none was truncated."""
+    counts, seen, truncated = _token_counts(encoding.info, encoding.results)
+    for window in encoding.windows:
+        if truncated[window.item]:  # its first window: forget the truncated pass
+            truncated[window.item] = False
+            seen[window.item] = 0
+        seen[window.item] += window.tokens + 2
+    return counts, seen, truncated
 
 
 def _token_counts(info: ModelInfo, results: list[dict[str, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

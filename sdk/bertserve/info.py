@@ -84,7 +84,7 @@ class ModelInfo:
         for key, value in params.items():
             if key.startswith(_PREFIX):
                 raw[key[len(_PREFIX):]] = value.get("string_value", "") if isinstance(value, Mapping) else value
-        missing = [f.name for f in fields(cls) if f.name not in raw and f.default is MISSING]
+        missing = [f.name for f in fields(cls) if f.name not in raw and f.default is MISSING and f.default_factory is MISSING]
         if missing:
             raise ModelNotFoundError(
                 f"model {model!r} is not a bertserve embedding model (its config lacks {missing[0]!r}); "

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
 from bertserve import Encoder
 from bertserve.errors import ModelNotFoundError
 
-from ..conftest import DEFAULT_NAME, STREAM_NAME, TOKENS_NAME
+from ..conftest import CLASSIFY_NAME, DEFAULT_NAME, RERANK_NAME, SPARSE_NAME, STREAM_NAME, TOKENS_NAME
 from ..corpus import sentences
 
 CORPUS = sentences(240)
@@ -51,8 +53,15 @@ def test_info_reports_the_served_model(encoder):
         DEFAULT_NAME, 384, "mean", (-1,), True, 256)
 
 
-def test_models_lists_embedding_models_only(encoder):
-    assert encoder.models() == sorted([DEFAULT_NAME, TOKENS_NAME, STREAM_NAME])
+def _exported(repository) -> list[str]:
+    """The models exported into `repository`: the ensembles, which carry bertserve.json (their parts do not)."""
+    return sorted(path.parent.name for path in repository.glob("*/bertserve.json"))
+
+
+def test_models_lists_the_models_of_every_task_and_not_their_parts(encoder, repository):
+    names = encoder.models()
+    assert {DEFAULT_NAME, TOKENS_NAME, STREAM_NAME, RERANK_NAME, CLASSIFY_NAME, SPARSE_NAME} <= set(names)
+    assert names == _exported(repository)
 
 
 def test_model_must_be_named_when_several_are_served(server):
@@ -60,9 +69,10 @@ def test_model_must_be_named_when_several_are_served(server):
         enc.encode(["hello"])
 
 
-def test_unknown_model_names_what_to_do(server):
+def test_unknown_model_names_what_to_do(server, repository):
+    served = re.escape(str(_exported(repository)))
     with Encoder(server.grpc_url, model="nope") as enc, pytest.raises(
-        ModelNotFoundError, match=r"does not serve a ready model 'nope'; it serves \['all-MiniLM-L6-v2', 'minilm-tokens', 'tiny-stream'\]"
+        ModelNotFoundError, match=f"does not serve a ready model 'nope'; it serves {served}$"
     ):
         enc.encode(["hello"])
 
