@@ -9,6 +9,10 @@ clients with one identity all receive its answers, as before.
 The client has no error frame. An error is sent as a vector answer whose `dtype` is the error message, so the
 unchanged client raises `TypeError: data type 'bertserve: <message>' not understood`: the request fails loudly
 and says why, instead of hanging until the client's timeout.
+
+The protocol (`BertClient.encode(texts, is_tokenized, show_tokens)`) carries none of bertserve's per-request options
+(prompts, truncation side, long inputs, compact vectors): its requests get the SDK's defaults, the model's default
+prompt included, as the server applies it to every request that names none.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ class FrontDoorConfig:
     timeout: float = 60.0  # seconds per Triton call
     max_request_bytes: int = contract.DEFAULT_MAX_REQUEST_BYTES
     max_documents: int = DEFAULT_MAX_DOCUMENTS  # per rerank request
+    max_windows: int = contract.DEFAULT_MAX_WINDOWS  # per embeddings request with long_input "chunk"
 
     def __post_init__(self) -> None:
         for name in ("openai_port", "bert_as_service_port"):
@@ -42,8 +43,9 @@ class FrontDoorConfig:
             raise ConfigError(f"port {self.openai_port} is asked for twice")
         if self.timeout <= 0 or self.max_request_bytes < 1:
             raise ConfigError("timeout and max_request_bytes must be positive")
-        if self.max_documents < 1:
-            raise ConfigError(f"max_documents must be at least 1, got {self.max_documents}")
+        for name in ("max_documents", "max_windows"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         contract.check_key("api_key", self.api_key)
 
     def arguments(self) -> list[str]:
@@ -51,7 +53,8 @@ class FrontDoorConfig:
         environment, where `ps` does not show it."""
         arguments = ["--url", self.triton_url, "--host", self.host, "--openai-port", str(self.openai_port),
                      "--bert-as-service-port", str(self.bert_as_service_port), "--timeout", str(self.timeout),
-                     "--max-request-bytes", str(self.max_request_bytes), "--max-documents", str(self.max_documents)]
+                     "--max-request-bytes", str(self.max_request_bytes), "--max-documents", str(self.max_documents),
+                     "--max-windows", str(self.max_windows)]
         if self.bert_as_service_model:
             arguments += ["--bert-as-service-model", self.bert_as_service_model]
         return arguments
@@ -85,3 +88,6 @@ def add_arguments(parser: argparse.ArgumentParser, standalone: bool) -> None:
                             help="largest OpenAI request body (default: %(default)s)")
         parser.add_argument("--max-documents", type=int, default=FrontDoorConfig.max_documents,
                             help="most documents one POST /v1/rerank request may rank (default: %(default)s)")
+        parser.add_argument("--max-windows", type=int, default=FrontDoorConfig.max_windows,
+                            help="most windows of max_seq_len tokens one POST /v1/embeddings request with "
+                                 "long_input 'chunk' may encode, over all its inputs (default: %(default)s)")

@@ -9,7 +9,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Awaitable, Callable, Optional, TypeVar
 
 import numpy as np
@@ -82,6 +82,31 @@ _PROBES: dict[str, Callable[[Encoder], Any]] = {
 }
 
 
+@dataclass(frozen=True)
+class EncodeOptions:
+    """A request's options of `Encoder.encode_detailed`, by its keyword names; the defaults are the SDK's. Requests
+    share Triton calls only with requests of equal options (they are a key)."""
+
+    prompt_name: Optional[str] = None
+    prompt: Optional[str] = None
+    truncation_direction: str = "right"
+    long_input: str = "truncate"
+    output_dtype: str = "float32"
+
+    def keywords(self) -> dict[str, Any]:
+        """The options that differ from the SDK's defaults, as keyword arguments (none for a plain request)."""
+        default = EncodeOptions()
+        return {name: value for name, value in asdict(self).items() if value != getattr(default, name)}
+
+    @property
+    def chunked(self) -> bool:
+        """Whether over-long inputs are encoded in windows: a second round of Triton calls, and a window bound."""
+        return self.long_input == "chunk"
+
+
+PLAIN = EncodeOptions()
+
+
 def _unready(exc: BertserveError) -> str:
     """Why a readiness inference failed, in one sentence without the Triton address."""
     if isinstance(exc, ServerUnavailableError) and not isinstance(exc, ModelUnavailableError):
@@ -101,7 +126,7 @@ class Models:
         self._names: tuple[float, list[str]] = (0.0, [])
         self._ready: tuple[float, Optional[str]] = (0.0, None)
         self._infos: dict[str, ModelInfo] = {}
-        self._coalescers: dict[str, _Coalescer] = {}
+        self._coalescers: dict[tuple[str, EncodeOptions], _Coalescer] = {}
         # Blocking gRPC calls run here, never on the event loop.
         self._pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="frontdoor")
 
@@ -119,15 +144,30 @@ class Models:
             self._infos[name] = info
         return info
 
-    async def encode(self, name: str, texts: list[str]) -> Encoded:
-        """`texts` encoded by model `name`, in order, with their own token counts. Requests of up to the model's
-        max_batch_size items that arrive while its Triton calls are in flight share the next call."""
-        coalescer = self._coalescers.get(name)
+    async def encode(self, name: str, texts: list[str], options: EncodeOptions = PLAIN) -> Encoded:
+        """`texts` encoded by model `name` with `options`, in order, with their own token counts. Requests of up to
+        the model's max_batch_size items and the same options that arrive while Triton calls of theirs are in flight
+        share the next call. Requests that go alone: with long_input "chunk" (windows are bounded per request) and
+        with a `prompt` text (any text: a queue for each would have no bound)."""
+        if options.chunked or options.prompt is not None:
+            return await self._alone(name, texts, options)
+        coalescer = self._coalescers.get((name, options))
         if coalescer is None:
             info = await self.info(name)
             coalescer = self._coalescers.setdefault(
-                name, _Coalescer(self.encoder(name), info, self.call, self.config.timeout))
+                (name, options), _Coalescer(self.encoder(name), info, self.call, self.config.timeout, options))
         return await coalescer.encode(texts)
+
+    async def _alone(self, name: str, texts: list[str], options: EncodeOptions) -> Encoded:
+        """`encode` in calls of its own: the texts, then (long_input "chunk") at most max_windows windows."""
+        info = await self.info(name)
+        encoder = self.encoder(name)
+        bound = _bound(len(texts), info.max_batch_size, encoder.concurrency, self.config.timeout)
+        keywords = options.keywords()
+        if options.chunked:
+            bound += _bound(self.config.max_windows, info.max_batch_size, encoder.concurrency, self.config.timeout)
+            keywords["max_windows"] = self.config.max_windows
+        return await _within(bound, self.call(encoder.encode_detailed, texts, **keywords))
 
     async def rerank(self, name: str, query: str, documents: list[str]) -> list[Ranked]:
         """Every document of `documents` ranked against `query` by model `name`, best first."""
@@ -226,8 +266,9 @@ class _Coalescer:
     trip) is then paid once per call rather than once per HTTP request."""
 
     def __init__(self, encoder: Encoder, info: ModelInfo, call: Callable[..., Awaitable[Encoded]],
-                 timeout: float) -> None:
+                 timeout: float, options: EncodeOptions = PLAIN) -> None:
         self._encoder, self._info, self._call = encoder, info, call
+        self._keywords = options.keywords()
         self._capacity = info.max_batch_size
         self._waiting: deque[_Waiting] = deque()
         self._in_flight = 0
@@ -300,7 +341,7 @@ class _Coalescer:
             _settle(waiting.answer, error=exc)
 
     async def _encoded(self, texts: list[str], bound: float) -> Encoded:
-        return await _within(bound, self._call(self._encoder.encode_detailed, texts))
+        return await _within(bound, self._call(self._encoder.encode_detailed, texts, **self._keywords))
 
 
 def _bound(items: int, batch: int, concurrency: int, timeout: float) -> float:

@@ -3,8 +3,8 @@
 their OpenAPI document (`GET /openapi.json`) and a docs page (`GET /docs`) built from the same route table.
 
 Requests are parsed into `wire.py`'s types, computed through the SDK (which splits large inputs into concurrent
-Triton requests and keeps their order; small embedding requests that arrive together share Triton calls, see
-`Models.encode`) and answered in their APIs' shapes, errors in OpenAI's for every route:
+Triton requests and keeps their order; small embedding requests with the same options that arrive together share
+Triton calls, see `Models.encode`) and answered in their APIs' shapes, errors in OpenAI's for every route:
 `{"error": {"message", "type", "param", "code"}}`, with a 4xx for every client mistake.
 """
 
@@ -25,7 +25,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from bertserve import __version__
-from bertserve.contract import CHARS_PER_TOKEN, Task
+from bertserve.contract import CHARS_PER_TOKEN, PROMPT_NAME, Task
 from bertserve.errors import (
     AuthenticationError,
     BertserveError,
@@ -36,10 +36,11 @@ from bertserve.errors import (
     ServerUnavailableError,
 )
 from bertserve.info import ModelInfo
+from bertserve.quantize import OutputDtype
 
 from .apidoc import Answer, Endpoint, Operation, listing, published, refusals
 from .config import MAX_INPUTS, FrontDoorConfig
-from .models import FAILED, Models, client_message
+from .models import FAILED, EncodeOptions, Models, client_message
 from .wire import (
     ClassifyRequest,
     ClassifyResponse,
@@ -48,6 +49,7 @@ from .wire import (
     Health,
     Model,
     ModelList,
+    RankedDocument,
     Refusal,
     RerankRequest,
     RerankResponse,
@@ -94,63 +96,90 @@ def create_app(config: FrontDoorConfig, models: Models) -> Starlette:
 
 def _operations(config: FrontDoorConfig, models: Models) -> tuple[Operation, ...]:
     """The door's API: each route once, with what it answers, for Starlette and the OpenAPI document alike."""
+    routes = _Routes(config, models)
+    truncated = {TRUNCATED_HEADER: "How many inputs were cut to the model's max_seq_len; absent if none"}
+    ranked = Answer("The documents, most relevant first", RerankResponse, headers={
+        TRUNCATED_HEADER: "How many (query, document) pairs were cut to the model's max_seq_len; absent if none"})
+    ranking = {200: ranked, **refusals(400, 404, 413, 422, 429, 500, 503, described={400: _RERANK_400})}
+    return (
+        Operation("POST", "/v1/embeddings", routes.embeddings, "Embed one text or a list of texts",
+                  {200: Answer("One vector per input, in input order", EmbeddingsResponse, headers=truncated),
+                   **refusals(400, 404, 413, 422, 429, 500, 503, described={400: _EMBEDDINGS_400})},
+                  EmbeddingsRequest, keyed=True),
+        Operation("POST", "/v1/rerank", routes.rerank,
+                  "Rank documents by relevance to a query (Cohere's and Jina's shape)", ranking, RerankRequest,
+                  keyed=True),
+        Operation("POST", "/rerank", routes.rerank_unversioned, "The same as POST /v1/rerank", ranking,
+                  RerankRequest, keyed=True),
+        Operation("POST", "/v1/classify", routes.classify, "Score every label for each text (Infinity's shape)",
+                  {200: Answer("Every label, best first, for each input in input order", ClassifyResponse,
+                               headers=truncated),
+                   **refusals(400, 404, 413, 422, 429, 500, 503, described={400: _CLASSIFY_400})},
+                  ClassifyRequest, keyed=True),
+        Operation("POST", "/embed_sparse", routes.embed_sparse, "Sparse (SPLADE) vectors of texts (TEI's shape)",
+                  {200: Answer("Each input's non-zero weights, in input order", SparseResponse, headers=truncated),
+                   **refusals(400, 404, 413, 422, 429, 500, 503, described={400: _SPARSE_400, 404: _SPARSE_404})},
+                  SparseRequest, keyed=True),
+        Operation("GET", "/v1/models", routes.list_models, "The served models, their tasks and prompts",
+                  {200: Answer("The served models, their tasks and prompts", ModelList), **refusals(500, 503)},
+                  keyed=True),
+        Operation("GET", "/health", routes.health, "Readiness: a real inference through every model",
+                  {200: Answer("Ready", Health),
+                   **refusals(500, 503, described={503: "Not ready; the message says why"})}),
+    )
 
-    async def embeddings(request: Request) -> Response:
-        parsed = EmbeddingsRequest.parse(await _read_json(request, config.max_request_bytes))
-        info = await _served(models, parsed.model, Task.EMBED)
-        if info.token_level:
-            raise Refusal(400, f"The model '{parsed.model}' returns one vector per token; /v1/embeddings serves "
-                               "models that pool to one vector per input", param="model", code="model_not_pooled")
-        if parsed.dimensions is not None and not 1 <= parsed.dimensions <= info.dim:
-            raise Refusal(400, f"dimensions must be between 1 and the model's {info.dim}, got {parsed.dimensions}",
-                          param="dimensions", code="invalid_value")
-        encoded = await models.encode(parsed.model, parsed.texts)
-        vectors = np.asarray(encoded.vectors, dtype=np.float32)
-        if parsed.dimensions is not None and parsed.dimensions < info.dim:
-            vectors = vectors[:, :parsed.dimensions]
-            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        if parsed.encoding_format == "base64":
-            rows = [base64.b64encode(v.astype("<f4").tobytes()).decode("ascii") for v in vectors]
-        else:
-            rows = list(vectors)
+
+class _Routes:
+    """The door's endpoints, over its config and the served models."""
+
+    def __init__(self, config: FrontDoorConfig, models: Models) -> None:
+        self.config, self.models = config, models
+
+    async def embeddings(self, request: Request) -> Response:
+        parsed = EmbeddingsRequest.parse(await _read_json(request, self.config.max_request_bytes))
+        info = await _served(self.models, parsed.model, Task.EMBED)
+        encoded = await self.models.encode(parsed.model, parsed.texts, _encode_options(parsed, info))
         tokens = encoded.tokens_seen
-        truncated = int(encoded.truncated.sum())
         # An `EmbeddingsResponse`, written by hand: orjson writes numpy rows directly, pydantic would copy them.
         return _json(
             {
                 "object": "list",
-                "data": [{"object": "embedding", "index": i, "embedding": row} for i, row in enumerate(rows)],
+                "data": [{"object": "embedding", "index": i, "embedding": row}
+                         for i, row in enumerate(_rows(encoded.vectors, parsed, info))],
                 "model": parsed.model,
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
             },
-            headers=_truncation(truncated),
+            headers=_truncation(int(encoded.truncated.sum())),
         )
 
-    async def rerank(request: Request) -> Response:
-        parsed = RerankRequest.parse(await _read_json(request, config.max_request_bytes))
+    async def rerank(self, request: Request) -> Response:
+        parsed = RerankRequest.parse(await _read_json(request, self.config.max_request_bytes))
         documents = parsed.texts
-        if len(documents) > config.max_documents:
+        if len(documents) > self.config.max_documents:
             raise Refusal(400, f"'documents' has {len(documents):,} items, over this server's limit of "
-                               f"{config.max_documents:,} per request; split them into several requests",
+                               f"{self.config.max_documents:,} per request; split them into several requests",
                           param="documents", code="too_many_documents")
-        info = await _served(models, parsed.model, Task.RERANK)
+        info = await _served(self.models, parsed.model, Task.RERANK)
         _check_lengths(info, [parsed.query], "query")
         _check_lengths(info, documents, "documents")
-        ranked = await models.rerank(parsed.model, parsed.query, documents)
+        ranked = await self.models.rerank(parsed.model, parsed.query, documents)
         # Usage counts every document, the ones `top_n` leaves out included: the model read them all.
         results = [{"index": r.index, "relevance_score": float(r.score),
-                    **({"document": {"text": r.document}} if parsed.return_documents else {})}
+                    **({"document": RankedDocument(text=r.document).model_dump()} if parsed.return_documents else {})}
                    for r in ranked[:parsed.top_n]]
         # A `RerankResponse`, written by hand like the embeddings' answer.
         return _json({"id": uuid.uuid4().hex, "model": parsed.model, "results": results,
                       "usage": {"total_tokens": sum(r.token_count for r in ranked)}},
                      headers=_truncation(sum(r.truncated for r in ranked)))
 
-    async def classify(request: Request) -> Response:
-        parsed = ClassifyRequest.parse(await _read_json(request, config.max_request_bytes))
+    async def rerank_unversioned(self, request: Request) -> Response:
+        return await self.rerank(request)
+
+    async def classify(self, request: Request) -> Response:
+        parsed = ClassifyRequest.parse(await _read_json(request, self.config.max_request_bytes))
         texts = parsed.texts
-        _check_lengths(await _served(models, parsed.model, Task.CLASSIFY), texts, "input")
-        classified = await models.classify(parsed.model, texts, parsed.raw_scores)
+        _check_lengths(await _served(self.models, parsed.model, Task.CLASSIFY), texts, "input")
+        classified = await self.models.classify(parsed.model, texts, parsed.raw_scores)
         tokens = sum(c.token_count for c in classified)
         return _json({"object": "classify",
                       "data": [[{"label": label.label, "score": float(label.score)} for label in c.labels]
@@ -159,59 +188,81 @@ def _operations(config: FrontDoorConfig, models: Models) -> tuple[Operation, ...
                       "id": uuid.uuid4().hex, "created": int(time.time())},
                      headers=_truncation(sum(c.truncated for c in classified)))
 
-    async def embed_sparse(request: Request) -> Response:
-        parsed = SparseRequest.parse(await _read_json(request, config.max_request_bytes))
-        name = parsed.model or await _only(models, Task.SPARSE)
+    async def embed_sparse(self, request: Request) -> Response:
+        parsed = SparseRequest.parse(await _read_json(request, self.config.max_request_bytes))
+        name = parsed.model or await _only(self.models, Task.SPARSE)
         texts = parsed.texts
-        _check_lengths(await _served(models, name, Task.SPARSE), texts, "inputs")
-        vectors = await models.encode_sparse(name, texts)
+        _check_lengths(await _served(self.models, name, Task.SPARSE), texts, "inputs")
+        vectors = await self.models.encode_sparse(name, texts)
         return _json([[{"index": i, "value": v} for i, v in zip(vector.indices.tolist(), vector.values.tolist())]
                       for vector in vectors], headers=_truncation(sum(v.truncated for v in vectors)))
 
-    async def list_models(request: Request) -> Response:
-        names = await models.call(models.names)
-        infos = await asyncio.gather(*(models.info(name) for name in names))
-        return _json(ModelList(data=[Model(id=name, task=info.task) for name, info in zip(names, infos)]).model_dump())
+    async def list_models(self, request: Request) -> Response:
+        names = await self.models.call(self.models.names)
+        infos = await asyncio.gather(*(self.models.info(name) for name in names))
+        return _json(ModelList(data=[
+            Model(id=name, task=info.task, prompts=dict(info.prompts), default_prompt_name=info.default_prompt_name
+                  or None) for name, info in zip(names, infos)]).model_dump())
 
-    async def health(request: Request) -> Response:
-        problem = await models.call(models.problem)
+    async def health(self, request: Request) -> Response:
+        problem = await self.models.call(self.models.problem)
         if problem:
             return _error(Refusal(503, f"not ready: {problem}", "server_error", code="not_ready"))
         return _json(Health().model_dump())
 
-    async def rerank_unversioned(request: Request) -> Response:
-        return await rerank(request)
 
-    truncated = {TRUNCATED_HEADER: "How many inputs were cut to the model's max_seq_len; absent if none"}
-    ranked = Answer("The documents, most relevant first", RerankResponse, headers={
-        TRUNCATED_HEADER: "How many (query, document) pairs were cut to the model's max_seq_len; absent if none"})
-    ranking = {200: ranked, **refusals(400, 404, 413, 422, 429, 500, 503, described={400: _RERANK_400})}
-    return (
-        Operation("POST", "/v1/embeddings", embeddings, "Embed one text or a list of texts",
-                  {200: Answer("One vector per input, in input order", EmbeddingsResponse, headers=truncated),
-                   **refusals(400, 404, 413, 422, 429, 500, 503)}, EmbeddingsRequest, keyed=True),
-        Operation("POST", "/v1/rerank", rerank, "Rank documents by relevance to a query (Cohere's and Jina's shape)",
-                  ranking, RerankRequest, keyed=True),
-        Operation("POST", "/rerank", rerank_unversioned, "The same as POST /v1/rerank", ranking, RerankRequest,
-                  keyed=True),
-        Operation("POST", "/v1/classify", classify, "Score every label for each text (Infinity's shape)",
-                  {200: Answer("Every label, best first, for each input in input order", ClassifyResponse,
-                               headers=truncated),
-                   **refusals(400, 404, 413, 422, 429, 500, 503, described={400: _CLASSIFY_400})},
-                  ClassifyRequest, keyed=True),
-        Operation("POST", "/embed_sparse", embed_sparse, "Sparse (SPLADE) vectors of texts (TEI's shape)",
-                  {200: Answer("Each input's non-zero weights, in input order", SparseResponse, headers=truncated),
-                   **refusals(400, 404, 413, 422, 429, 500, 503, described={400: _SPARSE_400, 404: _SPARSE_404})},
-                  SparseRequest, keyed=True),
-        Operation("GET", "/v1/models", list_models, "The served models and their tasks",
-                  {200: Answer("The served models and their tasks", ModelList), **refusals(500, 503)}, keyed=True),
-        Operation("GET", "/health", health, "Readiness: a real inference through every model",
-                  {200: Answer("Ready", Health),
-                   **refusals(500, 503, described={503: "Not ready; the message says why"})}),
-    )
+def _encode_options(parsed: EmbeddingsRequest, info: ModelInfo) -> EncodeOptions:
+    """What the SDK is asked for, or the 400 of a request the model cannot answer as asked (named by its field)."""
+    name = parsed.model
+    if info.token_level:
+        raise Refusal(400, f"The model '{name}' returns one vector per token; /v1/embeddings serves "
+                           "models that pool to one vector per input", param="model", code="model_not_pooled")
+    if parsed.dimensions is not None and not 1 <= parsed.dimensions <= info.dim:
+        raise Refusal(400, f"dimensions must be between 1 and the model's {info.dim}, got {parsed.dimensions}",
+                      param="dimensions", code="invalid_value")
+    dtype = OutputDtype(parsed.output_dtype)
+    if parsed.dimensions is not None and parsed.dimensions < info.dim and dtype is not OutputDtype.FLOAT32:
+        raise Refusal(400, f"dimensions {parsed.dimensions} cannot be combined with output_dtype {dtype.value!r}: "
+                           "compact vectors are codes of the model's whole vector; ask for float32 to shorten it",
+                      param="dimensions", code="invalid_value")
+    if dtype.calibrated and not info.quantization_ranges:
+        raise Refusal(400, f"output_dtype {dtype.value!r} needs ranges calibrated at export, which the model "
+                           f"'{name}' does not have (export it again with this bertserve); binary and ubinary need "
+                           "none", param="output_dtype", code="invalid_value")
+    if parsed.prompt_name is not None and parsed.prompt_name not in info.prompts:
+        have = ", ".join(map(repr, info.prompts)) or "none"
+        raise Refusal(400, f"The model '{name}' has no prompt named {parsed.prompt_name!r}; its prompts: {have} "
+                           "(GET /v1/models lists them)", param=PROMPT_NAME, code="invalid_value")
+    return EncodeOptions(prompt_name=parsed.prompt_name, prompt=parsed.prompt,
+                         truncation_direction=parsed.truncation_direction or "right",
+                         long_input=parsed.long_input or "truncate", output_dtype=dtype.value)
+
+
+def _rows(vectors: Any, parsed: EmbeddingsRequest, info: ModelInfo) -> list[Any]:
+    """Each vector as the answer carries it: its values (float32, shortened to `dimensions`, or the compact
+    codes as integers), or with base64 its bytes (little-endian float32, or one byte per code)."""
+    if parsed.output_dtype != OutputDtype.FLOAT32.value:
+        codes = np.asarray(vectors)  # int8 or uint8: one byte each, in any byte order
+        return [base64.b64encode(v.tobytes()).decode("ascii") for v in codes] if parsed.encoding_format == "base64" \
+            else list(codes)
+    floats = np.asarray(vectors, dtype=np.float32)
+    if parsed.dimensions is not None and parsed.dimensions < info.dim:
+        floats = floats[:, :parsed.dimensions]
+        floats = floats / np.maximum(np.linalg.norm(floats, axis=1, keepdims=True), 1e-12)
+    if parsed.encoding_format == "base64":
+        return [base64.b64encode(v.astype("<f4").tobytes()).decode("ascii") for v in floats]
+    return list(floats)
 
 
 _TOO_LONG = "longer than the model can read (over max_seq_len × 100 characters)"
+_EMBEDDINGS_400 = (f"The input cannot be embedded as sent: the body is not JSON; the list is empty, has more than "
+                   f"{MAX_INPUTS} items or holds token ids or blank text; encoding_format or dimensions is out of "
+                   "range, or dimensions is set with a compact output_dtype; prompt_name is not one of the model's "
+                   "prompts, or is set with prompt; truncation_direction, long_input or output_dtype is not one of "
+                   "its values; output_dtype int8 or uint8 for a model without calibrated ranges; an input is over "
+                   "max_seq_len with long_input 'error'; long_input 'chunk' needs more than the door's --max-windows "
+                   "windows, or an input is too long to split; the model does not pool to one vector per input; or "
+                   "the tokenizer refused a text")
 _RERANK_400 = ("The documents cannot be ranked as sent: the body is not JSON; the query or a document is blank or "
                f"{_TOO_LONG}; the list is empty or over the door's --max-documents; top_n is below 1; a Cohere "
                "option this server does not implement is set; the model is not a rerank model; or the tokenizer "

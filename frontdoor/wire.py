@@ -8,15 +8,22 @@ only describe what those checks let pass, so pydantic's own validation never ref
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Optional, TypeVar, Union
+from typing import Annotated, Any, Literal, Optional, TypeVar, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, model_validator
 from pydantic.json_schema import SkipJsonSchema
+
+from bertserve import contract
+from bertserve.quantize import OutputDtype
 
 from .config import DEFAULT_MAX_DOCUMENTS, MAX_INPUTS
 
 ErrorType = Literal["invalid_request_error", "rate_limit_error", "server_error"]
 EncodingFormat = Literal["float", "base64"]
+# The per-request options of POST /v1/embeddings beyond OpenAI's, named and valued as the SDK's `encode` takes them.
+TruncationDirection = Literal[contract.TRUNCATION_DIRECTIONS]  # type: ignore[valid-type]
+LongInput = Literal["truncate", "error", "chunk"]
+OutputDtypeName = Literal[tuple(dtype.value for dtype in OutputDtype)]  # type: ignore[valid-type]
 RETRY_STATUSES = (429, 503)  # answered with `retry-after: 1`: the client may send the same request again
 
 
@@ -89,17 +96,43 @@ class _Request(BaseModel):
 
 
 class EmbeddingsRequest(_Request):
-    """OpenAI's `POST /v1/embeddings` body. Fields OpenAI defines and this server has no use for are ignored."""
+    """OpenAI's `POST /v1/embeddings` body, and bertserve's options as extra fields (TEI's and sentence-transformers'
+    names). Fields OpenAI defines and this server has no use for are ignored."""
 
     input: _Texts = Field(description=_TEXTS)
     model: str = Field(min_length=1, description=_MODEL)
     encoding_format: Optional[EncodingFormat] = Field(
-        default="float", description="`base64`: each vector as the base64 of its little-endian float32 bytes")
+        default="float", description="`base64`: each vector as the base64 of its bytes: little-endian float32 for "
+                                     "`output_dtype` float32, one byte per value for the others (see `output_dtype`)")
     # The upper bound is the model's own dimension; a value outside is a 400 that names it.
     dimensions: Optional[int] = Field(default=None, json_schema_extra={"minimum": 1},
-                                      description="Keep the first `dimensions` values of each vector, renormalised")
+                                      description="Keep the first `dimensions` values of each vector, renormalised "
+                                                  "(float32 output only: a compact `output_dtype` is refused with it)")
     user: Union[str, SkipJsonSchema[None]] = Field(default=None, json_schema_extra=_no_default,
                                                    description="Accepted and ignored")
+    prompt_name: Optional[Annotated[str, Field(min_length=1)]] = Field(
+        default=None, json_schema_extra=_no_default,
+        description="Put the model's prompt of this name before each input (`GET /v1/models` lists them). Without "
+                    "`prompt_name` or `prompt`, the model's default prompt applies, if it has one")
+    prompt: Optional[str] = Field(
+        default=None, json_schema_extra=_no_default,
+        description="Put this text before each input instead of a named prompt; `\"\"` for none (the default "
+                    "prompt left out)")
+    truncation_direction: Optional[TruncationDirection] = Field(
+        default="right", description="Which end of an input longer than the model's max_seq_len is cut")
+    long_input: Optional[LongInput] = Field(
+        default="truncate",
+        description="An input longer than max_seq_len: `truncate` cuts it (counted in the "
+                    "`bertserve-truncated-inputs` header); `error` refuses the request (400); `chunk` encodes it "
+                    "whole, in windows of max_seq_len tokens whose vectors are averaged, weighted by their tokens "
+                    "(normalised where the model normalises), at most the door's --max-windows windows a request")
+    output_dtype: Optional[OutputDtypeName] = Field(
+        default="float32",
+        description="What each vector is returned as, as sentence-transformers' `quantize_embeddings` computes it: "
+                    "`float32`; `int8` / `uint8`: one code a dimension, each dimension's range (calibrated at "
+                    "export) in 256 steps, -128..127 / 0..255; `binary` / `ubinary`: the sign bits (positive: 1), "
+                    "8 dimensions a byte, as -128..127 / 0..255. Lists of integers, or with `encoding_format: "
+                    "base64` the bytes themselves")
 
     @property
     def texts(self) -> list[str]:
@@ -109,7 +142,7 @@ class EmbeddingsRequest(_Request):
     @model_validator(mode="before")
     @classmethod
     def _checked(cls, body: Any) -> dict[str, Any]:
-        """The door's checks in its order, each with its own error body; `encoding_format` defaulted."""
+        """The door's checks in its order, each with its own error body; the options defaulted."""
         if not isinstance(body, dict):
             raise Refusal(422, "The request body must be a JSON object with 'input' and 'model'", code="invalid_body")
         _check_present(body, "input")
@@ -124,7 +157,30 @@ class EmbeddingsRequest(_Request):
             raise Refusal(422, "dimensions must be an integer", param="dimensions", code="invalid_type")
         if "user" in body and not isinstance(body["user"], str):
             raise Refusal(422, "user must be a string", param="user", code="invalid_type")
-        return {**body, "encoding_format": encoding_format}
+        return {**body, "encoding_format": encoding_format, **_options(body)}
+
+
+def _options(body: dict[str, Any]) -> dict[str, Any]:
+    """The embeddings options of `body`, defaulted, or the 4xx of the first one that is not usable."""
+    for name in (contract.PROMPT_NAME, contract.PROMPT):
+        if body.get(name) is not None and not isinstance(body[name], str):
+            raise Refusal(422, f"{name} must be a string", param=name, code="invalid_type")
+    if body.get(contract.PROMPT_NAME) == "":
+        raise Refusal(400, "prompt_name is empty; name one of the model's prompts (GET /v1/models), or leave it out "
+                           "for the model's default", param=contract.PROMPT_NAME, code="invalid_value")
+    if body.get(contract.PROMPT_NAME) is not None and body.get(contract.PROMPT) is not None:
+        raise Refusal(400, "prompt_name and prompt are both set; send one of them", param=contract.PROMPT,
+                      code="invalid_value")
+    options = {}
+    for name, choices, default in ((contract.TRUNCATION_DIRECTION, get_args(TruncationDirection), "right"),
+                                   ("long_input", get_args(LongInput), "truncate"),
+                                   ("output_dtype", get_args(OutputDtypeName), OutputDtype.FLOAT32.value)):
+        value = body.get(name)
+        options[name] = default if value is None else value
+        if options[name] not in choices:
+            raise Refusal(400, f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}", param=name,
+                          code="invalid_value")
+    return options
 
 
 def _check_model(body: dict[str, Any]) -> None:
@@ -184,6 +240,8 @@ class RerankDocument(BaseModel):
     text: _Text
 
 
+(_DOCUMENT_TEXT,) = RerankDocument.model_fields  # the field of a document object that holds its text
+
 # Cohere's options this server does not implement: a request that sets one is refused rather than answered as if
 # it had not (structured documents, and chunking or cutting documents other than to the model's max_seq_len).
 _UNSUPPORTED_RERANK = ("rank_fields", "max_chunks_per_doc", "max_tokens_per_doc")
@@ -227,8 +285,8 @@ class RerankRequest(_Request):
             raise Refusal(400, "'documents' is an empty list; send at least one document", param="documents",
                           code="empty_input")
         for i, document in enumerate(documents):
-            text = document.get("text") if isinstance(document, dict) else document
-            if isinstance(document, dict) and "text" not in document:
+            text = document.get(_DOCUMENT_TEXT) if isinstance(document, dict) else document
+            if isinstance(document, dict) and _DOCUMENT_TEXT not in document:
                 raise Refusal(422, f"documents[{i}] has no 'text'; a document is a string or {{\"text\": string}}",
                               param="documents", code="invalid_type")
             _check_text(text, f"documents[{i}]" + (".text" if isinstance(document, dict) else ""), "documents",
@@ -272,7 +330,7 @@ class ClassifyRequest(_Request):
 
 class SparseRequest(_Request):
     """TEI's `POST /embed_sparse` body. TEI's other fields (`truncate`, `truncation_direction`, `prompt_name`) are
-    ignored: over-long input is cut on the right, as everywhere in bertserve, and counted in a header."""
+    ignored: over-long input is cut on the right, bertserve's default, and counted in a header."""
 
     inputs: _Texts = Field(description=_TEXTS)
     model: Optional[Annotated[str, Field(min_length=1)]] = Field(
@@ -301,9 +359,10 @@ class Embedding(_Answer):
 
     object: Literal["embedding"] = "embedding"
     index: int
-    embedding: Union[list[float], str] = Field(
-        description="The vector's values, or with `encoding_format: base64` the base64 of its little-endian "
-                    "float32 bytes")
+    embedding: Union[list[float], list[int], str] = Field(
+        description="The vector's values (integers for a compact `output_dtype`), or with `encoding_format: base64` "
+                    "the base64 of its bytes: little-endian float32, or one byte per int8 / uint8 value (for "
+                    "`binary` / `ubinary`, the packed sign bits: ceil(dimensions / 8) bytes)")
 
 
 class Usage(_Answer):
@@ -394,6 +453,11 @@ class Model(_Answer):
     object: Literal["model"] = "model"
     created: int = 0
     owned_by: str = "bertserve"
+    prompts: dict[str, str] = Field(
+        default_factory=dict, description="The model's prompts, name -> the text put before an input: "
+                                          "`prompt_name` in POST /v1/embeddings picks one")
+    default_prompt_name: Optional[str] = Field(
+        default=None, description="The prompt applied when a request names none; null for none")
 
 
 class ModelList(_Answer):

@@ -3,17 +3,20 @@ task models' names, replaced by the test server's)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
+import shlex
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bertserve import Encoder
+from bertserve import Encoder, cli
+from bertserve.server import byte_size
 
-from .conftest import CLASSIFY_NAME, DEFAULT_NAME, RERANK_NAME, SPARSE_NAME
+from .conftest import CLASSIFY_NAME, DEFAULT_NAME, PROMPTS, PROMPTS_NAME, RERANK_NAME, SPARSE_NAME
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
@@ -85,15 +88,15 @@ def test_openai_python_example_runs_as_written(server, open_door):
         assert np.abs(np.array(scope["vectors"]) - enc.encode(["First do it"])).max() <= 1e-5
 
 
-# The README's task model names, and the test repository's models of those tasks.
-_TASK_MODELS = {"reranker": RERANK_NAME, "sentiment": CLASSIFY_NAME, "splade": SPARSE_NAME}
+# The README's model names, and the test repository's models of those tasks (and with those prompts).
+_MODELS = {"reranker": RERANK_NAME, "sentiment": CLASSIFY_NAME, "splade": SPARSE_NAME, "e5": PROMPTS_NAME}
 
 
 def _here(code: str, server, door) -> str:
-    """`code` as written, pointed at the test server and door and its task models."""
+    """`code` as written, pointed at the test server and door and its models."""
     code = code.replace("localhost:8080", f"127.0.0.1:{door.config.openai_port}")
     code = code.replace("localhost:8001", server.grpc_url)
-    for shown, name in _TASK_MODELS.items():
+    for shown, name in _MODELS.items():
         code = code.replace(f'"{shown}"', f'"{name}"')
     return code
 
@@ -107,17 +110,30 @@ def _keys(value) -> set[str]:
     return set()
 
 
-@pytest.mark.parametrize("title", ["Rerank", "Classify", "Sparse vectors (SPLADE)"])
-def test_task_examples_run_as_written(server, open_door, title):
+def _section(title: str) -> str:
+    """The README's `### title` section, up to the next heading."""
     section = re.search(rf"\n### {re.escape(title)}\n(.*?)(?=\n##)", README, re.DOTALL)
     assert section, f"the README no longer has the {title} section"
-    ((curl, shown),) = re.findall(r"```sh\n(curl .*?)\n# (.*?)\n```", section.group(1), re.DOTALL)
-    (code,) = re.findall(r"```python\n(.*?)```", section.group(1), re.DOTALL)
-    result = subprocess.run(["sh", "-c", _here(curl, server, open_door)], capture_output=True, text=True, timeout=60)
+    return section.group(1)
+
+
+def _section_examples(title: str, server, door) -> tuple[dict, dict]:
+    """The answer to the section's curl example (which has every key the README shows of it), and what its
+    Python example leaves defined, both run as written against the test server and door."""
+    section = _section(title)
+    ((curl, shown),) = re.findall(r"```sh\n(curl .*?)\n# (.*?)\n```", section, re.DOTALL)
+    (code,) = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+    result = subprocess.run(["sh", "-c", _here(curl, server, door)], capture_output=True, text=True, timeout=60)
     body = json.loads(result.stdout)
     assert set(re.findall(r'"(\w+)":', shown)) <= _keys(body), (shown, body)
     scope: dict = {}
-    exec(_here(code, server, open_door), scope)
+    exec(_here(code, server, door), scope)
+    return body, scope
+
+
+@pytest.mark.parametrize("title", ["Rerank", "Classify", "Sparse vectors (SPLADE)"])
+def test_task_examples_run_as_written(server, open_door, title):
+    body, scope = _section_examples(title, server, open_door)
     if title == "Rerank":
         ((result,),) = [body["results"]]
         best = scope["best"]
@@ -130,3 +146,56 @@ def test_task_examples_run_as_written(server, open_door, title):
         assert [entry["index"] for entry in vector] == scope["vector"].indices.tolist()
         assert scope["weights"] == pytest.approx({entry["index"]: entry["value"] for entry in vector}, abs=1e-6)
         assert all(weight > 0 for weight in scope["weights"].values())
+
+
+_OPTIONS = ("prompt_name", "prompt", "truncation_direction", "long_input", "output_dtype")
+
+
+def _vectors(body, dtype: str) -> np.ndarray:
+    """The door's vectors as the SDK returns them: base64 bytes decoded as `dtype`, lists as they are."""
+    rows = [item["embedding"] for item in body["data"]]
+    if isinstance(rows[0], str):
+        return np.stack([np.frombuffer(base64.b64decode(row), dtype) for row in rows])
+    return np.array(rows, dtype)
+
+
+@pytest.mark.parametrize("title", ["Prompts", "Truncation side", "Long inputs", "Compact vectors"])
+def test_option_examples_run_as_written(server, open_door, title):
+    """The curl example's answer is the SDK's with the same options; the SDK example runs as written."""
+    body, scope = _section_examples(title, server, open_door)
+    sent = json.loads(re.search(r"-d '(.*?)'", _here(_section(title), server, open_door), re.DOTALL).group(1))
+    options = {name: sent[name] for name in _OPTIONS if name in sent}
+    assert options, "the curl example sets none of the options"
+    with Encoder(server.grpc_url, model=sent["model"]) as enc:
+        want = enc.encode(sent["input"], **options)
+        if title == "Long inputs":  # the chapter is over-long, and its vector is not the truncated one's
+            assert enc.encode_detailed([scope["chapter"]]).truncated.all()
+            assert np.abs(scope["vector"] - enc.encode([scope["chapter"]])[0]).max() > 1e-3
+    tolerance = 1e-5 if want.dtype == np.float32 else 0  # compact codes: exactly
+    got = _vectors(body, want.dtype)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    assert np.abs(got.astype(np.float64) - want).max() <= tolerance
+    if title != "Long inputs":  # the SDK example encodes the curl example's text with its options
+        shown = scope["bits" if title == "Compact vectors" else "vectors"]
+        assert shown.dtype == want.dtype and np.abs(shown.astype(np.float64) - want).max() <= tolerance
+    if title == "Prompts":  # the named prompt is not the default; the default is "query", and "" is none
+        with Encoder(server.grpc_url, model=PROMPTS_NAME) as enc:
+            assert np.abs(got - enc.encode(sent["input"])).max() > 1e-3
+            query = ["How do I stop the server?"]
+            assert np.abs(scope["queries"] - enc.encode(query, prompt=PROMPTS["query"])).max() <= 1e-5
+            assert np.abs(scope["plain"] - scope["queries"]).max() > 1e-3
+        assert scope["prompts"] == PROMPTS
+
+
+def test_cache_example_parses_as_written_and_status_shows_the_counts(server, capsys):
+    """`serve --cache-size` as written (the cache itself: tests/server/test_cache.py), and the columns of
+    `bertserve status` the README names."""
+    (block,) = re.findall(r"```sh\n(.*?)```", _section("A response cache"), re.DOTALL)
+    serve, status = [shlex.split(line.partition("#")[0]) for line in block.strip().splitlines()]
+    assert serve[:2] == ["bertserve", "serve"] and status == ["bertserve", "status"]
+    args = cli._parser().parse_args(serve[1:])
+    assert byte_size(args.cache_size, "--cache-size") == 256_000_000
+    assert cli.main([*status[1:], "--url", server.grpc_url]) == 0
+    table = capsys.readouterr().out
+    (header,) = [line for line in table.splitlines() if "cache hits" in line]
+    assert "misses" in header and "hit %" in header, table

@@ -6,6 +6,7 @@ import socket
 from pathlib import Path
 from typing import Any, Optional
 
+import httpx
 import pytest
 
 from bertserve.frontdoor import FrontDoor, FrontDoorConfig
@@ -50,3 +51,14 @@ def door(server):
         command_line = Path(f"/proc/{front._process.pid}/cmdline").read_bytes()
         assert b"bertserve.frontdoor" in command_line and API_KEY.encode() not in command_line
         yield front
+
+
+@pytest.fixture(scope="module")
+def http(door):
+    """A plain HTTP client of the door, with its key; every exchange checked against the door's document."""
+    from .test_openai import _conformance
+
+    with httpx.Client(base_url=door.openai_url.removesuffix("/v1"), timeout=120,
+                      headers={"Authorization": f"Bearer {API_KEY}"},
+                      event_hooks={"response": [_conformance(door).hook]}) as client:
+        yield client

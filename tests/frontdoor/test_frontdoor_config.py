@@ -28,6 +28,7 @@ from .conftest import free_pair
     ({"timeout": -1.0}, "timeout and max_request_bytes must be positive"),
     ({"max_request_bytes": 0}, "timeout and max_request_bytes must be positive"),
     ({"max_documents": 0}, "max_documents must be at least 1, got 0"),
+    ({"max_windows": 0}, "max_windows must be at least 1, got 0"),
     # The door checks its clients' Bearer against this key and passes it on to Triton: the server's rules.
     ({"api_key": "short"}, "api_key must be at least 16"),
     ({"api_key": "a-long-enough-key-123\n"}, "api_key must be at least 16"),

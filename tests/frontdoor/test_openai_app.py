@@ -31,6 +31,7 @@ from bertserve.errors import (
     ServerUnavailableError,
 )
 from bertserve.frontdoor import FrontDoorConfig
+from bertserve.frontdoor.models import PLAIN, EncodeOptions
 from bertserve.frontdoor.openai import ROUTES as OPENAI_ROUTES
 from bertserve.frontdoor.openai import TRUNCATED_HEADER, create_app
 from bertserve.info import ModelInfo
@@ -94,7 +95,8 @@ class _FakeModels:
             raise ModelNotFoundError(f"no model {name!r} is served here; GET /v1/models lists them")
         return INFOS[name]
 
-    async def encode(self, name: str, texts: list[str]) -> Encoded:
+    async def encode(self, name: str, texts: list[str], options: EncodeOptions = PLAIN) -> Encoded:
+        assert options == PLAIN, "the fake encodes plain requests only: options are tested on the real door"
         return self.encoder(name).encode_detailed(texts)
 
     async def rerank(self, name: str, query: str, documents: list[str]) -> list[Ranked]:

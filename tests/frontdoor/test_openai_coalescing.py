@@ -16,7 +16,8 @@ import pytest
 
 from bertserve.client import Encoded
 from bertserve.errors import RequestTimeoutError
-from bertserve.frontdoor.models import _Coalescer
+from bertserve.frontdoor import FrontDoorConfig
+from bertserve.frontdoor.models import PLAIN, EncodeOptions, Models, _Coalescer
 from bertserve.info import ModelInfo
 
 INFO = ModelInfo(name="fake", source="fake", dim=2, pooling="mean", layers=(-1,), normalize=True, max_seq_len=16,
@@ -123,3 +124,51 @@ def test_a_request_over_max_batch_size_is_sent_alone(size):
     texts = [f"t{i}" for i in range(size)]
     answer = _run(encoder, 30.0, lambda coalescer: coalescer.encode(texts))
     assert encoder.calls == [texts] and answer.vectors.shape == (size, 2)
+
+
+class _OptionsEncoder(_HeldEncoder):
+    """`_HeldEncoder` that records each call's options too; vector i of a text is (its length, 1 if the call cut
+    on the left else 0)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.options: list[dict[str, Any]] = []
+
+    def encode_detailed(self, texts: list[str], **options: Any) -> Encoded:
+        self.options.append(options)
+        encoded = super().encode_detailed(texts)
+        encoded.vectors[:, 1] = options.get("truncation_direction") == "left"
+        return encoded
+
+    def close(self) -> None:
+        pass
+
+
+def test_only_requests_with_the_same_options_share_a_call():
+    """`Models.encode` with the encoder of a served model in place: requests share calls per options; a `prompt`
+    text (any text: no bound on the queues it would make) and long_input "chunk" (windows bounded per request) go
+    alone."""
+    encoder = _OptionsEncoder()
+    models = Models(FrontDoorConfig(openai_port=1, max_windows=5))
+    models._infos[INFO.name], models._encoders[INFO.name] = INFO, encoder  # as `info()` and `encoder()` keep them
+    left = EncodeOptions(truncation_direction="left")
+    requests = [("a", PLAIN), ("b", PLAIN), ("c", PLAIN), ("d", left), ("e", PLAIN), ("f", left), ("g", left),
+                ("h", EncodeOptions(prompt="query: ")), ("i", EncodeOptions(long_input="chunk"))]
+
+    async def main() -> list[Encoded]:
+        answers = [asyncio.ensure_future(models.encode(INFO.name, [text], options)) for text, options in requests]
+        await _in_flight(encoder, 6)  # a, b; d, f: each options' first two at once; h and i alone
+        encoder.release.set()
+        return await asyncio.gather(*answers)
+
+    try:
+        answers = asyncio.run(main())
+    finally:
+        encoder.release.set()
+        models.close()
+    calls = sorted(zip(encoder.calls, encoder.options))
+    assert calls == [(["a"], {}), (["b"], {}), (["c", "e"], {}), (["d"], {"truncation_direction": "left"}),
+                     (["f"], {"truncation_direction": "left"}), (["g"], {"truncation_direction": "left"}),
+                     (["h"], {"prompt": "query: "}), (["i"], {"long_input": "chunk", "max_windows": 5})]
+    for (text, options), answer in zip(requests, answers):
+        assert answer.vectors.tolist() == [[1, options.truncation_direction == "left"]], text

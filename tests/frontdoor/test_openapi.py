@@ -90,9 +90,13 @@ def test_the_404_message_names_every_documented_route(client):
     ({"model": MODEL, "input": "x", "dimensions": True}, 422),
     ({"model": MODEL, "input": "x", "dimensions": "2"}, 422),
     ({"model": MODEL, "input": "x", "user": None}, 422),
+    ({"model": MODEL, "input": "x", "prompt_name": None, "prompt": None, "truncation_direction": None,
+      "long_input": None, "output_dtype": None}, 200),
+    ({"model": MODEL, "input": "x", "prompt_name": 5}, 422),
+    ({"model": MODEL, "input": "x", "prompt": ["query: "]}, 422),
 ], ids=["one text", "every field", "nulls", "unknown field", "a list", "no input", "no model", "empty model",
         "model 7", "input object", "input null item", "dimensions true", "dimensions string",
-        "user null"])
+        "user null", "option nulls", "prompt_name 5", "prompt list"])
 def test_the_request_schema_accepts_what_the_door_accepts(client, body, status):
     assert client.post("/v1/embeddings", json=body).status_code == status
 

@@ -2,7 +2,8 @@
 Infinity's, sparse vectors as TEI's, through plain HTTP (httpx), with the SDK's answers (which the SDK's tests
 compare to sentence-transformers) as the reference, and the hostile input a shared service gets.
 
-Every exchange is also checked against the door's own OpenAPI document (test_openai_app.py's `Conformance`).
+Every exchange is also checked against the door's own OpenAPI document (test_openai_app.py's `Conformance`), by the
+`http` client of conftest.py.
 """
 
 from __future__ import annotations
@@ -18,22 +19,12 @@ from bertserve import Encoder
 
 from ..conftest import CLASSIFY_NAME, DEFAULT_NAME, RERANK_NAME, SPARSE_NAME
 from ..corpus import sentences
-from .conftest import API_KEY, internals
-from .test_openai import _conformance
+from .conftest import internals
 
 QUERY = "How do I stop a server?"
 DOCUMENTS = sentences(12)
 TEXTS = sentences(5)
 _RANK = {"model": RERANK_NAME, "query": QUERY, "documents": DOCUMENTS[:3]}
-
-
-@pytest.fixture(scope="module")
-def http(door):
-    """A plain HTTP client of the door, with its key; every exchange checked against the door's document."""
-    with httpx.Client(base_url=door.openai_url.removesuffix("/v1"), timeout=120,
-                      headers={"Authorization": f"Bearer {API_KEY}"},
-                      event_hooks={"response": [_conformance(door).hook]}) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")
