@@ -28,6 +28,7 @@ from bertserve.errors import (
     ServerError,
     ServerUnavailableError,
 )
+from bertserve.health import probe
 from bertserve.info import ModelInfo
 from bertserve.results import Classified, Ranked, SparseVector
 
@@ -71,15 +72,6 @@ def client_message(exc: Exception) -> str:
         return exc.detail if isinstance(exc, ModelNotFoundError) else FAILED
     _log.error("unexpected failure", exc_info=exc)
     return FAILED
-
-
-# A real inference per task, for readiness: the smallest request each kind of model answers.
-_PROBES: dict[str, Callable[[Encoder], Any]] = {
-    Task.EMBED.value: lambda encoder: encoder.encode(["ready?"]),
-    Task.RERANK.value: lambda encoder: encoder.rerank("ready?", ["ready?"]),
-    Task.CLASSIFY.value: lambda encoder: encoder.classify(["ready?"]),
-    Task.SPARSE.value: lambda encoder: encoder.encode_sparse(["ready?"]),
-}
 
 
 @dataclass(frozen=True)
@@ -226,8 +218,7 @@ class Models:
             names = self.names()
             problem = None if names else "no model is ready"
             for name in names:
-                probe = self._cached(self._probes, name, timeout=min(10.0, self.config.timeout), retries=0)
-                _PROBES[probe.info().task](probe)
+                probe(self._cached(self._probes, name, timeout=min(10.0, self.config.timeout), retries=0))
         except BertserveError as exc:
             problem = _unready(exc)
         self._ready = (time.monotonic(), problem)

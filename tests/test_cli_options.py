@@ -80,7 +80,7 @@ def test_keys_fall_back_to_their_environment_variable(monkeypatch, variable, fla
 @pytest.mark.parametrize("config", [
     FrontDoorConfig(),
     FrontDoorConfig(triton_url="triton:9001", host="127.0.0.1", openai_port=0, bert_as_service_port=5555,
-                    bert_as_service_model="m", timeout=7.5, max_request_bytes=1000),
+                    bert_as_service_model="m", timeout=7.5, max_request_bytes=1000, max_documents=10, max_windows=5),
 ])
 def test_the_front_door_config_survives_its_command_line(config):
     commands = cli._parser()._subparsers._group_actions[0].choices

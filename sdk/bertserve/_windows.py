@@ -36,7 +36,8 @@ def plan_windows(counts: Sequence[int], max_seq_len: int, max_windows: int = con
         if len(windows) > max_windows:
             raise InvalidInputError(
                 f"long_input='chunk' needs more than {max_windows} windows of {room} tokens for this call (item {item} "
-                f"has {text_tokens} tokens); send fewer or shorter texts per call, or raise max_windows")
+                f"has {text_tokens} tokens), past the bound of {max_windows} (max_windows); send fewer or shorter "
+                "texts per call")
     return windows
 
 

@@ -243,7 +243,7 @@ def test_long_input_error_refuses_over_long_text(encoder, tokenizer):
 
 def test_chunk_past_max_windows_is_refused_naming_the_limit(encoder, tokenizer):
     text = _long(tokenizer, 2 * ROOM + 60)
-    with pytest.raises(InvalidInputError, match="more than 2 windows.*raise max_windows"):
+    with pytest.raises(InvalidInputError, match=r"more than 2 windows.*past the bound of 2 \(max_windows\)"):
         encoder.encode([text], long_input="chunk", max_windows=2)
     # Counted over the whole call: two texts of three windows each pass 5.
     with pytest.raises(InvalidInputError, match="more than 5 windows"):
