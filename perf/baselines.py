@@ -173,7 +173,10 @@ class FastEmbedBaseline(_InProcess):
 
 
 class InfinityServer:
-    """infinity-emb serving the same model folder over HTTP (`--engine torch --device cpu`), in its own venv."""
+    """infinity-emb serving the same model folder over HTTP (`--engine torch --device cpu`), in its own venv.
+
+    Its own warm-up at startup is off: the bench's timing loop warms every system alike, and infinity's would
+    spend the cores tritonserver is starting on at the same time."""
 
     name = "infinity-emb (server, torch)"
 
@@ -190,7 +193,7 @@ class InfinityServer:
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0"}
         self._process = subprocess.Popen(
             [str(INFINITY), "v2", "--model-id", self.model_id, "--engine", "torch", "--device", "cpu",
-             "--port", str(self.port), "--host", "127.0.0.1"],
+             "--port", str(self.port), "--host", "127.0.0.1", "--no-model-warmup"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
         )
         return self

@@ -28,12 +28,13 @@ from bertserve.frontdoor import FrontDoor, FrontDoorConfig
 from bertserve.model_repository.deployment import Runtime
 from bertserve.server import DEFAULT_MODEL_NAME, ServerConfig, TritonServer, default_model_dir, free_ports
 
-from . import report, workload
+from . import report, rerank, workload
 from .baselines import (FastEmbedBaseline, InfinityServer, OnnxRuntimeBaseline, OpenVinoBaseline,
                         SentenceTransformersBaseline)
 from .keepalive import KeepAliveClient
 from .measure import Measurement, timed
 from .perf_analyzer import PerfAnalyzer
+from .rerank import CROSS_ENCODER, RERANK_DOOR, RERANK_MODEL, RERANK_SDK, CrossEncoderBaseline, DoorReranker
 from .results import Results, Row, Settings, load, machine
 from .variants import copy_as, padding_ratio
 
@@ -68,9 +69,10 @@ def _tokens_metric(metrics_url: str, model: str) -> dict[str, float]:
     return found
 
 
-def export_models(settings: Settings, repo: Path) -> None:
+def export_models(settings: Settings, repo: Path, cross_encoder: Optional[Path] = None) -> None:
     """Export the models the run serves into `repo`; a model already there is reused as it is. A variant that
-    differs from the default model only in config is copied from it, not exported again."""
+    differs from the default model only in config is copied from it, not exported again. The rerank model is
+    exported from `cross_encoder` (`rerank.cross_encoder_folder`), built in a temporary folder when not given."""
     from bertserve.export import Deployment, ExportConfig, Precision, export_model  # torch: only when exporting
 
     model_dir = default_model_dir()
@@ -94,15 +96,24 @@ def export_models(settings: Settings, repo: Path) -> None:
         _log.info("reusing %s from %s", UNGROUPED, repo)
     else:
         copy_as(repo, repo, DEFAULT_MODEL_NAME, padding_ratio(UNGROUPED_PADDING_RATIO), new_name=UNGROUPED)
+    if _exported(repo, RERANK_MODEL, task=contract.Task.RERANK.value):
+        _log.info("reusing %s from %s", RERANK_MODEL, repo)
+    else:
+        with tempfile.TemporaryDirectory(prefix="bertserve-cross-encoder-") as built:
+            source = cross_encoder or rerank.cross_encoder_folder(model_dir, Path(built) / "cross-encoder")
+            export_model(ExportConfig(model_dir=source, repository=repo, name=RERANK_MODEL,
+                                      task=contract.Task.RERANK, overwrite=True))
 
 
-def _exported(repo: Path, name: str, runtime: Optional[str] = None, precision: Optional[str] = None) -> bool:
-    """Whether `repo` holds model `name`, exported for `runtime` and `precision` where they are given."""
+def _exported(repo: Path, name: str, runtime: Optional[str] = None, precision: Optional[str] = None,
+              task: Optional[str] = None) -> bool:
+    """Whether `repo` holds model `name`, exported for `runtime`, `precision` and `task` where they are given."""
     stamp = repo / name / "bertserve.json"
     if not stamp.is_file():
         return False
     info = json.loads(stamp.read_text())
-    return all(want is None or info.get(key) == want for key, want in ((contract.ENCODER_RUNTIME, runtime), ("precision", precision)))
+    return all(want is None or info.get(key) == want
+               for key, want in ((contract.ENCODER_RUNTIME, runtime), ("precision", precision), ("task", task)))
 
 
 @dataclass
@@ -117,6 +128,7 @@ class _Bench:
     tokenizer_file: Path  # the served tokenizer's, as exported
     texts: list[str]  # 256 sentences of `settings.tokens` tokens
     st: SentenceTransformersBaseline
+    cross_encoder: CrossEncoderBaseline  # the rerank model in process, as the service's rerank model was exported
     server: TritonServer
     pa: dict[str, PerfAnalyzer]  # by protocol: "grpc", "http"
     data: Path  # `texts` as perf_analyzer's input data
@@ -129,7 +141,7 @@ class _Bench:
 
     def measure(self, call: Callable[[], int], clients: int = 1) -> Measurement:
         """`call` in `clients` closed loops for the run's seconds."""
-        return timed(call, self.settings.seconds, clients)
+        return timed(call, self.settings.seconds, clients, self.settings.warmup)
 
     def add(self, sweep: str, system: str, setting: str, value: float, result: Measurement,
             baseline: Optional[Row] = None) -> Row:
@@ -165,7 +177,8 @@ def run(settings: Settings, out: Path, repository: Optional[Path] = None) -> Res
     with tempfile.TemporaryDirectory(prefix="bertserve-bench-") as scratch_dir:
         scratch = Path(scratch_dir)
         repo = repository or scratch / "repository"
-        export_models(settings, repo)
+        cross_encoder = rerank.cross_encoder_folder(model_dir, scratch / "cross-encoder")
+        export_models(settings, repo, cross_encoder)
         from tokenizers import Tokenizer
 
         tokenizer_file = repo / f"{DEFAULT_MODEL_NAME}_tokenizer" / "1" / "tokenizer.json"
@@ -181,8 +194,9 @@ def run(settings: Settings, out: Path, repository: Optional[Path] = None) -> Res
         (infinity_port,) = free_ports(1)
         with InfinityServer(model_dir, infinity_port) as infinity, TritonServer(ServerConfig.loopback(repo)) as server:
             infinity.wait_ready()
-            bench = _Bench(settings, results, scratch, repo, tokenizer, tokenizer_file, texts, st, server,
-                           _analyzers(settings, server), workload.write_input_data(texts, scratch / "input.json"))
+            bench = _Bench(settings, results, scratch, repo, tokenizer, tokenizer_file, texts, st,
+                           CrossEncoderBaseline(cross_encoder), server, _analyzers(settings, server),
+                           workload.write_input_data(texts, scratch / "input.json"))
             in_process = _in_process_baselines(bench, ort, model_dir)
             _peer_server(bench, infinity)
             served = _bertserve(bench)
@@ -235,24 +249,28 @@ def _peer_server(b: _Bench, infinity: InfinityServer) -> None:
 
 def _bertserve(b: _Bench) -> _ServedRows:
     """Every bertserve measurement, in the order BENCHMARKS.md lists them: perf_analyzer, the tokenizer alone, the
-    SDK, the front door, int8, OpenVINO, then the sweeps."""
+    SDK, the front door, int8, OpenVINO, the sweeps, then rerank. One front door serves the whole run (idle while
+    it is not measured)."""
     pa = {label: _service_rows(b, PERF_ANALYZER.format(label), partial(b.pa[protocol].measure, DEFAULT_MODEL_NAME,
                                                                           b.data))
           for protocol, label in (("grpc", "gRPC"), ("http", "HTTP"))}
     _tokenizer_alone(b.results, b.settings, b.tokenizer_file, b.pa["http"], b.scratch)
-    with Encoder(b.server.grpc_url, model=DEFAULT_MODEL_NAME) as grpc_sdk, \
-            Encoder(b.server.http_url, model=DEFAULT_MODEL_NAME) as http_sdk:
-        sdk = _sdk_headline(b, grpc_sdk, http_sdk)
-        _front_door(b, sdk["gRPC"])
-        _sdk_batch_sizes(b, grpc_sdk, http_sdk)
-        corpus, fp32_vectors = _int8_cosines(b, grpc_sdk)
-    int8 = b.add("headline", PERF_ANALYZER.format("gRPC") + ", int8", "batch 64", 64,
-                 b.pa["grpc"].measure("int8", b.data, 64, 1), b.base[64])
-    openvino = _openvino_service(b, corpus, fp32_vectors)
-    _sequence_lengths(b)
-    _concurrency(b, pa["gRPC"])
-    _layer_depths(b, pa["gRPC"][64])
-    _mixed_lengths(b)
+    with FrontDoor(FrontDoorConfig(triton_url=b.server.grpc_url, host="127.0.0.1",
+                                   openai_port=free_ports(1)[0])) as door:
+        with Encoder(b.server.grpc_url, model=DEFAULT_MODEL_NAME) as grpc_sdk, \
+                Encoder(b.server.http_url, model=DEFAULT_MODEL_NAME) as http_sdk:
+            sdk = _sdk_headline(b, grpc_sdk, http_sdk)
+            _front_door(b, sdk["gRPC"], door.openai_url)
+            _sdk_batch_sizes(b, grpc_sdk, http_sdk)
+            corpus, fp32_vectors = _int8_cosines(b, grpc_sdk)
+        int8 = b.add("headline", PERF_ANALYZER.format("gRPC") + ", int8", "batch 64", 64,
+                     b.pa["grpc"].measure("int8", b.data, 64, 1), b.base[64])
+        openvino = _openvino_service(b, corpus, fp32_vectors)
+        _sequence_lengths(b)
+        _concurrency(b, pa["gRPC"])
+        _layer_depths(b, pa["gRPC"][64])
+        _mixed_lengths(b)
+        _rerank(b, door.openai_url)
     return _ServedRows(pa, sdk, int8, *openvino)
 
 
@@ -261,7 +279,7 @@ def _sdk_headline(b: _Bench, grpc_sdk: Encoder, http_sdk: Encoder) -> dict[str, 
     st64, st1, single = b.base[64], b.base[1], b.single
     sdk64 = b.add("headline", SDK.format("gRPC"), "batch 64", 64, b.measure(_sdk_call(grpc_sdk, b.texts[:64])), st64)
     # One client, one sentence at a time, long enough to see the tail (p99.9, max): gRPC and HTTP.
-    tail = _timer(b.settings.tail_seconds)
+    tail = _timer(b.settings.tail_seconds, b.settings.warmup)
     sdk1 = b.add("headline", SDK.format("gRPC"), "batch 1", 1, tail(_sdk_call(grpc_sdk, single)), st1)
     http_sdk1 = b.add("headline", SDK.format("HTTP"), "batch 1", 1, tail(_sdk_call(http_sdk, single)), st1)
     sdk16 = b.add("headline", SDK.format("gRPC"), "16 clients x batch 1", 16,
@@ -269,23 +287,22 @@ def _sdk_headline(b: _Bench, grpc_sdk: Encoder, http_sdk: Encoder) -> dict[str, 
     return {"gRPC": {64: sdk64, 1: sdk1, 16: sdk16}, "HTTP": {1: http_sdk1}}
 
 
-def _front_door(b: _Bench, sdk: _RowsByLoad) -> None:
-    """The OpenAI front door through the openai package and through a plain HTTP client, next to the SDK."""
+def _front_door(b: _Bench, sdk: _RowsByLoad, door_url: str) -> None:
+    """The OpenAI front door at `door_url` through the openai package and through a plain HTTP client, next to the
+    SDK."""
     st64, texts, single, measure = b.base[64], b.texts, b.single, b.measure
-    with FrontDoor(FrontDoorConfig(triton_url=b.server.grpc_url, host="127.0.0.1",
-                                   openai_port=free_ports(1)[0])) as door:
-        client = openai.OpenAI(base_url=door.openai_url, api_key="none", timeout=60, max_retries=0)
-        door64 = {fmt: b.add("frontdoor", DOOR.format(fmt), "batch 64", 64,
-                             measure(_openai_call(client, texts[:64], fmt)), st64)
-                  for fmt in ("base64", "float")}
-        door16 = b.add("frontdoor", DOOR.format("base64"), "16 clients x batch 1", 16,
-                       measure(_openai_call(client, single, "base64"), clients=16), st64)
-        # The door's own cost, without the openai package's: a keep-alive HTTP connection per thread.
-        plain = _PlainHttpClient(door.openai_url)
-        plain_name = DOOR.format("base64, plain HTTP client")
-        plain64 = b.add("frontdoor", plain_name, "batch 64", 64, measure(plain.call(texts[:64])), st64)
-        plain16 = b.add("frontdoor", plain_name, "16 clients x batch 1", 16, measure(plain.call(single), clients=16),
-                        st64)
+    client = openai.OpenAI(base_url=door_url, api_key="none", timeout=60, max_retries=0)
+    door64 = {fmt: b.add("frontdoor", DOOR.format(fmt), "batch 64", 64,
+                         measure(_openai_call(client, texts[:64], fmt)), st64)
+              for fmt in ("base64", "float")}
+    door16 = b.add("frontdoor", DOOR.format("base64"), "16 clients x batch 1", 16,
+                   measure(_openai_call(client, single, "base64"), clients=16), st64)
+    # The door's own cost, without the openai package's: a keep-alive HTTP connection per thread.
+    plain = _PlainHttpClient(door_url)
+    plain_name = DOOR.format("base64, plain HTTP client")
+    plain64 = b.add("frontdoor", plain_name, "batch 64", 64, measure(plain.call(texts[:64])), st64)
+    plain16 = b.add("frontdoor", plain_name, "16 clients x batch 1", 16, measure(plain.call(single), clients=16),
+                    st64)
     sdk_rate = {64: sdk[64].result.sentences_per_s, 16: sdk[16].result.sentences_per_s}
     b.results.facts.update(
         frontdoor_batch64_vs_sdk=plain64.result.sentences_per_s / sdk_rate[64],
@@ -381,6 +398,26 @@ def _mixed_lengths(b: _Bench) -> None:
         b.results.facts["padding_ratio" if mixed_model == DEFAULT_MODEL_NAME else "padding_ratio_ungrouped"] = ratio
 
 
+def _rerank(b: _Bench, door_url: str) -> None:
+    """One query against `rerank_documents` documents (issue 22): `CrossEncoder.predict` in process, then
+    `Encoder.rerank` and the door's /v1/rerank, then `CrossEncoder.predict` again (the faster kept, as for the
+    headline baselines). Each system's scores are first checked against CrossEncoder's; that call is its warm-up.
+    Rates count (query, document) pairs."""
+    docs = rerank.documents(b.settings.rerank_documents)
+    setting, n = f"1 query x {len(docs):,} documents", len(docs)
+    f, measure = b.results.facts, partial(timed, seconds=b.settings.seconds, warmup=0)
+    want = b.cross_encoder.scores(rerank.QUERY, docs)
+    base = b.add("rerank", CROSS_ENCODER, setting, n, measure(b.cross_encoder.reranker(rerank.QUERY, docs)))
+    with Encoder(b.server.grpc_url, model=RERANK_MODEL) as encoder:
+        f["rerank_sdk_max_score_diff"] = float(np.abs(rerank.sdk_scores(encoder, rerank.QUERY, docs) - want).max())
+        sdk = b.add("rerank", RERANK_SDK, setting, n, measure(rerank.sdk_reranker(encoder, rerank.QUERY, docs)), base)
+    door = DoorReranker(door_url)
+    f["rerank_door_max_score_diff"] = float(np.abs(door.scores(rerank.QUERY, docs) - want).max())
+    door_row = b.add("rerank", RERANK_DOOR, setting, n, measure(door.reranker(rerank.QUERY, docs)), base)
+    b.results.keep_faster(base, measure(b.cross_encoder.reranker(rerank.QUERY, docs)))
+    f.update(rerank_sdk_vs_cross_encoder=sdk.ratio, rerank_door_vs_cross_encoder=door_row.ratio)
+
+
 # -- the facts the targets are judged on ------------------------------------------
 
 
@@ -420,7 +457,7 @@ def _tokenizer_alone(results: Results, settings: Settings, tokenizer_file: Path,
         texts = workload.sentences(tokenizer, 512, length)
         setting = f"{length} tokens, batch {TOKENIZER_BATCH}"
         in_process = results.add("tokenizer", TOKENIZER_IN_PROCESS, setting, length,
-                                 timed(_encode_batches(tokenizer, texts), settings.seconds))
+                                 timed(_encode_batches(tokenizer, texts), settings.seconds, warmup=settings.warmup))
         data = workload.write_input_data(texts, scratch / f"tokenizer{length}.json")
         served = results.add("tokenizer", TOKENIZER_SERVED, f"{setting}, {TOKENIZER_IN_FLIGHT} in flight", length,
                              http.measure(f"{DEFAULT_MODEL_NAME}_tokenizer", data, TOKENIZER_BATCH, TOKENIZER_IN_FLIGHT))
@@ -498,8 +535,8 @@ def _cpu_runtime_facts(results: Results, services: dict[str, tuple[dict[int, Row
     )
 
 
-def _timer(seconds: float) -> Callable[..., Measurement]:
-    return lambda call, clients=1: timed(call, seconds, clients)
+def _timer(seconds: float, warmup: int) -> Callable[..., Measurement]:
+    return lambda call, clients=1: timed(call, seconds, clients, warmup)
 
 
 def _sdk_call(encoder: Encoder, batch: list[str]) -> Callable[[], int]:

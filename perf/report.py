@@ -20,6 +20,10 @@ FRONTDOOR_TITLE = "OpenAI front door (HTTP: the openai package, and a plain clie
 CPU_TARGETS_TITLE = "CPU runtime targets (OpenVINO, bf16, int8)"
 HOST_PATH_TITLE = "Host-path targets (issue 20: the tokenizer, stalls, many small clients, the CPU default)"
 TOKENIZER_TITLE = "The served tokenizer model alone against `tokenizers` in process"
+RERANK_TARGETS_TITLE = "Rerank targets (issue 22: one query against many documents)"
+RERANK_TITLE = "Rerank: one query against many documents (pairs/s)"
+# Issue 22's goal: rerank through the service (SDK, and the door's /v1/rerank) / CrossEncoder.predict in process.
+RERANK_GOAL = 1.2
 # Issue 20's goals: served tokenizer / in-process, p99.9 / p50 of one client, 16 clients / batch 64, the door / the
 # SDK, the service / in-process on the same runtime and graph, OpenVINO auto / ONNX Runtime fp32 (the CPU default).
 HOST_PATH_GOALS = {"tokenizer": 0.7, "tail": 3.0, "clients": 0.9, "door": 0.95, "in_process": 0.95, "default": 1.0}
@@ -186,6 +190,30 @@ def _host_path_targets(results: Results) -> list[str]:
     ]
 
 
+def _rerank_targets(results: Results) -> list[str]:
+    """Issue 22's rerank target, through the SDK and through the door, from the rerank rows of this run."""
+    f, m = results.facts, results.machine
+    (base,) = [r for r in results.rows if r.sweep == "rerank" and r.ratio is None]
+    checks: list[tuple[str, str, Optional[float], float, bool]] = [
+        (f"rerank {base.setting} through {how} ≥ {RERANK_GOAL:g}× in-process `CrossEncoder.predict`",
+         f"{f[fact]:.2f}× (largest score difference to CrossEncoder: {f[diff]:.1e})", f[fact], RERANK_GOAL, False)
+        for how, fact, diff in (("the Python SDK (gRPC)", "rerank_sdk_vs_cross_encoder", "rerank_sdk_max_score_diff"),
+                                ("the OpenAI front door's /v1/rerank", "rerank_door_vs_cross_encoder",
+                                 "rerank_door_max_score_diff"))]
+    return [
+        f"Machine: {cpu_text(m)}{_isa(m)}. The model: all-MiniLM-L6-v2's encoder and pooler under a seeded random "
+        "one-label head (BertForSequenceClassification, the architecture of cross-encoder/ms-marco-MiniLM-L6-v2), "
+        "exported in fp32 for the default runtime; pairs cut at 512 tokens as CrossEncoder cuts them. The documents: "
+        "the varied corpus of `export/corpus.py` (1 to 400 words, non-ASCII, emoji), one query. `CrossEncoder.predict` "
+        "runs at its default batch size (32, pairs sorted by length first) and is measured before and after the "
+        "service (the faster kept); the SDK "
+        "and the door send one `rerank` call or request per ranking, which the service splits into batches. Rates "
+        f"count (query, document) pairs: \"{RERANK_TITLE}\".",
+        "",
+        *_verdicts(checks),
+    ]
+
+
 # The loads the CPU default is judged at: (facts key, label).
 _LOADS = (("batch1", "batch 1"), ("batch64", "batch 64"), ("clients16", "16 clients"))
 
@@ -283,6 +311,8 @@ def _markdown(results: Results, plots: dict[str, Path], base: Path) -> str:
         *([f"### {CPU_TARGETS_TITLE}", "", *_cpu_targets(results), ""] if "service" in results.facts else []),
         *([f"### {HOST_PATH_TITLE}", "", *_host_path_targets(results), ""] if "tail_grpc_p50_ms" in results.facts
           else []),
+        *([f"### {RERANK_TARGETS_TITLE}", "", *_rerank_targets(results), ""]
+          if "rerank_sdk_vs_cross_encoder" in results.facts else []),
         "### Against the alternatives",
         "",
         *_table([r for r in results.rows if r.sweep == "headline"]),
@@ -308,6 +338,9 @@ def _markdown(results: Results, plots: dict[str, Path], base: Path) -> str:
     tokenizer = [r for r in results.rows if r.sweep == "tokenizer"]
     if tokenizer:
         lines += [f"### {TOKENIZER_TITLE}", "", *_table(tokenizer), ""]
+    reranked = [r for r in results.rows if r.sweep == "rerank"]
+    if reranked:
+        lines += [f"### {RERANK_TITLE}", "", *_table(reranked), ""]
     mixed = [r for r in results.rows if r.sweep == "mixed"]
     lines += ["### Mixed-length traffic", "", *_table(mixed), "",
               f"Encoder tokens computed per real token: {results.facts['padding_ratio']:.3f} with length groups, "

@@ -47,13 +47,16 @@ class Settings:
     many: int = 1024  # sentences in the one large SDK call
     tail_seconds: float = 20.0  # one client, one sentence at a time: long enough for a p99.9 of ~1,000 requests
     tokenizer_lengths: tuple[int, ...] = (16, 128)  # the served tokenizer alone against `tokenizers` in process
+    warmup: int = 2  # untimed calls before each in-process, SDK or door measurement
+    rerank_documents: int = 1000  # documents one query is reranked against (the door takes at most 1,000)
 
     @classmethod
     def quick(cls) -> Settings:
         """One point per sweep and windows too short to look stable: every path runs, speed is not judged."""
         return cls(seconds=0.5, window_ms=500, stability_percent=100_000, seq_lengths=(8,), seq_batch=4,
                    client_batches=(8,), concurrencies=(2,), layer_depths=(-1, -6), mixed_lengths=(8, 32), many=256,
-                   tail_seconds=0.5, tokenizer_lengths=(16,))
+                   tail_seconds=0.5, tokenizer_lengths=(16,), warmup=0,
+                   rerank_documents=24)  # the corpus's short hand-written sentences: no 512-token batch
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,7 @@ class GpuSettings:
     @classmethod
     def quick(cls) -> GpuSettings:
         """A short run on the CPU that checks the harness's plumbing, not speed."""
-        return cls(seconds=1.0, lengths=(20,), concurrencies=(2,), request_batch=2, max_batch_size=16,
+        return cls(seconds=0.3, lengths=(20,), concurrencies=(2,), request_batch=2, max_batch_size=16,
                    inprocess_batches=(8,), tokenizer_instances=1, encoder_instances=1, small_models=True)
 
 

@@ -12,7 +12,9 @@ import re
 
 from perf.bench import TOKENIZER_IN_PROCESS, TOKENIZER_SERVED, main
 from perf.report import (CPU_TARGETS_TITLE, FRONTDOOR_TITLE, GPU_TARGETS, HOST_PATH_GOALS, HOST_PATH_TITLE,
-                         SWEEPS, TOKENIZER_TITLE, cpu_class, verdict)
+                         RERANK_GOAL, RERANK_TARGETS_TITLE, RERANK_TITLE, SWEEPS, TOKENIZER_TITLE, cpu_class, verdict)
+from perf.rerank import CROSS_ENCODER, RERANK_DOOR, RERANK_SDK
+from perf.results import cpu_text
 
 from .markdown import tables
 from .rounding import agrees, ratio_agrees, ratio_interval
@@ -28,9 +30,11 @@ OPENVINO_IN_PROCESS = re.compile(r"OpenVINO \(in-process, same graph, (latency|t
 
 
 def _baseline(rows: list[dict], row: dict) -> dict:
-    """The sentence-transformers row a row is compared with: same sweep and setting, else the headline batch 64."""
+    """The sentence-transformers row a row is compared with: same sweep and setting, else the headline batch 64.
+    Rerank rows are compared with `CrossEncoder.predict`, the rest with `SentenceTransformer.encode`."""
+    system = CROSS_ENCODER if row["sweep"] == "rerank" else ST
     for sweep, setting in [(row["sweep"], row["setting"]), ("headline", "batch 64")]:
-        same = [r for r in rows if (r["system"], r["sweep"], r["setting"]) == (ST, sweep, setting)]
+        same = [r for r in rows if (r["system"], r["sweep"], r["setting"]) == (system, sweep, setting)]
         if same:
             return same[0]
     raise AssertionError(f"no baseline for {row}")
@@ -48,7 +52,8 @@ def test_quick_bench_table_states_what_it_measured(tmp_path, variants_repository
     headline = {row["system"] for row in rows if row["sweep"] == "headline"}
     in_process_openvino = {system for system in headline if OPENVINO_IN_PROCESS.fullmatch(system)}
     assert headline - in_process_openvino == SYSTEMS and in_process_openvino
-    assert {"seq_len", "batch", "clients", "layer", "mixed", "frontdoor", "tokenizer"} <= {row["sweep"] for row in rows}
+    assert {"seq_len", "batch", "clients", "layer", "mixed", "frontdoor", "tokenizer", "rerank"} <= {
+        row["sweep"] for row in rows}
     assert all(row["sentences_per_s"] > 0 and 0 < row["p50_ms"] <= row["p99_ms"] for row in rows)
     # The tail where the loop kept every latency (in-process and SDK timing), never where perf_analyzer measured.
     assert all(row["p99_ms"] <= row["p999_ms"] <= row["max_ms"] for row in rows if row["p999_ms"] is not None)
@@ -66,7 +71,8 @@ def test_quick_bench_table_states_what_it_measured(tmp_path, variants_repository
     # Every row appears in the table with the figures results.json holds.
     text = markdown.read_text()
     headings = {"headline": "Against the alternatives", "mixed": "Mixed-length traffic", "frontdoor": FRONTDOOR_TITLE,
-                "tokenizer": TOKENIZER_TITLE, **{sweep: title for sweep, (title, _) in SWEEPS.items()}}
+                "tokenizer": TOKENIZER_TITLE, "rerank": RERANK_TITLE,
+                **{sweep: title for sweep, (title, _) in SWEEPS.items()}}
     cells = {(heading, r["system"], r["load"]): r for heading, table in tables(text).items() for r in table
              if "load" in r}
     for row in rows:
@@ -75,7 +81,7 @@ def test_quick_bench_table_states_what_it_measured(tmp_path, variants_repository
         assert cell["p50 ms"] == f"{row['p50_ms']:.2f}" and cell["p99 ms"] == f"{row['p99_ms']:.2f}", row
         ratio = row["ratio_to_sentence_transformers"]
         assert cell["× sentence-transformers"] == (f"{ratio:.2f}×" if ratio is not None else
-                                                   "baseline" if row["system"] == ST else ""), row
+                                                   "baseline" if row["system"] in (ST, CROSS_ENCODER) else ""), row
 
     # The facts behind the targets come from those rows, and the verdicts follow from the facts.
     def row_of(system: str, setting: str) -> dict:
@@ -176,6 +182,24 @@ def test_quick_bench_table_states_what_it_measured(tmp_path, variants_repository
         assert row["measured"].startswith(f"{value:.2f}×") or row["measured"].startswith(f"lowest {value:.2f}×"), row
         assert row["met"] == verdict(value, goal, lower), row
     assert all(row["met"] == "not measured" and "no GPU" in row["measured"] for row in host[len(judged):])
+
+    # Issue 22's rerank: the same documents through each system, ratios of this run's rows, and the service's
+    # scores those of CrossEncoder.predict on the same model (fp32, within the issue's 1e-4).
+    reranked = {r["system"]: r for r in rows if r["sweep"] == "rerank"}
+    n = settings["rerank_documents"]
+    assert set(reranked) == {CROSS_ENCODER, RERANK_SDK, RERANK_DOOR}
+    assert {(r["setting"], r["value"]) for r in reranked.values()} == {(f"1 query x {n:,} documents", n)}
+    rerank_targets = tables(text)[RERANK_TARGETS_TITLE]
+    assert len(rerank_targets) == 2
+    for target, (system, key) in zip(rerank_targets, ((RERANK_SDK, "sdk"), (RERANK_DOOR, "door"))):
+        value = facts[f"rerank_{key}_vs_cross_encoder"]
+        assert ratio_agrees(value, reranked[system]["sentences_per_s"], reranked[CROSS_ENCODER]["sentences_per_s"])
+        assert 0 <= facts[f"rerank_{key}_max_score_diff"] < 1e-4, key
+        assert target["measured"].startswith(f"{value:.2f}×") and f"{RERANK_GOAL:g}×" in target["target"], target
+        assert target["met"] == verdict(value, RERANK_GOAL, False), target
+    # Like every figure, these say which CPU measured them.
+    section = text.split(f"### {RERANK_TARGETS_TITLE}")[1].split("### ")[0]
+    assert f"Machine: {cpu_text(data['machine'])} (ISA: {data['machine']['isa']}" in section
 
     # The table is a pure function of results.json: re-rendering it measures nothing and changes nothing.
     again = tmp_path / "again" / "BENCHMARKS.md"  # same layout: plots beside the table

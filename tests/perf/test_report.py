@@ -8,7 +8,9 @@ import pytest
 
 from perf.bench import _cpu_runtime_facts
 from perf.measure import Measurement
-from perf.report import CPU_TARGETS_TITLE, GPU_TARGETS, HOST_PATH_TITLE, verdict, write
+from perf.report import (CPU_TARGETS_TITLE, GPU_TARGETS, HOST_PATH_TITLE, RERANK_TARGETS_TITLE, RERANK_TITLE, verdict,
+                         write)
+from perf.rerank import CROSS_ENCODER, RERANK_DOOR, RERANK_SDK
 from perf.results import Results, Row, Settings
 
 from .markdown import tables
@@ -247,3 +249,30 @@ def test_host_path_verdicts_flip_with_the_numbers(tmp_path):
     (None, 1.0, False, "not measured")])
 def test_verdict_says_met_or_by_how_much_it_missed(value, goal, lower, said):
     assert verdict(value, goal, lower) == said
+
+
+def test_rerank_targets_follow_the_rows_and_say_by_how_much_they_missed(tmp_path):
+    markdown = tmp_path / "BENCHMARKS.md"
+    results = _run()
+    write(results, tmp_path, markdown, plots=False)  # a run from before rerank was measured: no rerank section
+    assert RERANK_TARGETS_TITLE not in markdown.read_text() and RERANK_TITLE not in markdown.read_text()
+    setting = "1 query x 32 documents"
+    base = results.add("rerank", CROSS_ENCODER, setting, 32, Measurement(100.0, 300.0, 310.0))
+    sdk = results.add("rerank", RERANK_SDK, setting, 32, Measurement(150.0, 200.0, 210.0), base)
+    door = results.add("rerank", RERANK_DOOR, setting, 32, Measurement(96.0, 330.0, 340.0), base)
+    results.keep_faster(base, Measurement(120.0, 250.0, 260.0))  # measured again after the service, faster
+    results.facts.update(rerank_sdk_vs_cross_encoder=sdk.ratio, rerank_door_vs_cross_encoder=door.ratio,
+                         rerank_sdk_max_score_diff=6e-8, rerank_door_max_score_diff=2e-7)
+    write(results, tmp_path, markdown, plots=False)
+    text = markdown.read_text()
+    found = tables(text)
+    cells = {r["system"]: (r["load"], r["sentences/s"], r["× sentence-transformers"]) for r in found[RERANK_TITLE]}
+    assert cells == {CROSS_ENCODER: (setting, "120.0", "baseline"), RERANK_SDK: (setting, "150.0", "1.25×"),
+                     RERANK_DOOR: (setting, "96.0", "0.80×")}
+    through_sdk, through_door = found[RERANK_TARGETS_TITLE]
+    assert through_sdk["target"].startswith(f"rerank {setting} through the Python SDK") and "≥ 1.2×" in \
+        through_sdk["target"]
+    assert through_sdk["measured"] == "1.25× (largest score difference to CrossEncoder: 6.0e-08)"
+    assert through_sdk["met"] == "yes"
+    assert through_door["measured"].startswith("0.80×") and through_door["met"] == "**no**: missed by 33%"
+    assert "Machine: a test CPU, 2 cores (ISA: avx2 fma; lacks" in text.split(f"### {RERANK_TARGETS_TITLE}")[1]
