@@ -124,6 +124,8 @@ class ExportPlan:
     # The sentence-transformers configuration's named prompts and the one applied by default ("": none).
     prompts: Mapping[str, str] = field(default_factory=dict)
     default_prompt_name: str = ""
+    # What the export says once it is sure to go ahead (after any refusal): how the task was chosen.
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,8 @@ class _StPipeline:
     head: Optional[Task] = None  # SparseEncoder: sparse; a CrossEncoder's head is named by its config.json
     prompts: Mapping[str, str] = field(default_factory=dict)
     default_prompt_name: str = ""
+    # What the export says once it is sure to go ahead (after any refusal): how the task was chosen.
+    notes: tuple[str, ...] = ()
 
 
 def plan_export(config: ExportConfig) -> ExportPlan:
@@ -209,6 +213,7 @@ def plan_export(config: ExportConfig) -> ExportPlan:
         lowercase_input=bool(st and st.lowercase_input),
         overwrite=config.overwrite,
         task=task,
+        notes=_task_notes(transformer_dir, model_config, task, config.task),
         labels=_labels(model_config, task),
         prompts=dict(st.prompts) if st else {},
         default_prompt_name=st.default_prompt_name if st else "",
@@ -241,12 +246,18 @@ def num_labels(model_config: dict) -> int:
     return len(model_config.get("id2label") or {}) or int(model_config.get("num_labels", 2))
 
 
+def _task_notes(transformer_dir: Path, model_config: dict, task: Task, forced: Optional[Task]) -> tuple[str, ...]:
+    if forced is not None:
+        return ()
+    notes = [f"task {task.value}, as {transformer_dir} holds (--task chooses another)"]
+    if task is Task.EMBED and _MASKED_LM in (model_config.get("architectures") or ()):
+        notes.append(f"{transformer_dir} also has a masked-LM head: a SPLADE model is exported with --task sparse")
+    return tuple(notes)
+
+
 def _task(transformer_dir: Path, model_config: dict, st: Optional["_StPipeline"], forced: Optional[Task]) -> Task:
     detected = detect_task(model_config, st)
     if forced is None:
-        _log.info("task %s, as %s holds (--task chooses another)", detected.value, transformer_dir)
-        if detected is Task.EMBED and _MASKED_LM in (model_config.get("architectures") or ()):
-            _log.info("%s also has a masked-LM head: a SPLADE model is exported with --task sparse", transformer_dir)
         return detected
     task = Task(forced)
     architectures = list(model_config.get("architectures") or ())

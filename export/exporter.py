@@ -34,6 +34,8 @@ def export_model(config: ExportConfig) -> ModelInfo:
     existing_models(plan.repository, plan.name, plan.overwrite)
     if backend is Backend.TENSORRT:
         require_tensorrt()
+    for note in plan.notes:
+        _log.info("%s", note)
     head = (f"pooling {plan.pooling.value} over layers {list(plan.layers)}, normalize={plan.normalize}"
             if plan.task is Task.EMBED else f"the {plan.task.value} head" + (f" (labels {list(plan.labels)})"
                                                                                if plan.labels else ""))
