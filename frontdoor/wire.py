@@ -137,14 +137,13 @@ class EmbeddingsRequest(_Request):
     @property
     def texts(self) -> list[str]:
         """The inputs as a list, one text or many."""
-        return [self.input] if isinstance(self.input, str) else self.input
+        return _one_or_many(self.input)
 
     @model_validator(mode="before")
     @classmethod
     def _checked(cls, body: Any) -> dict[str, Any]:
         """The door's checks in its order, each with its own error body; the options defaulted."""
-        if not isinstance(body, dict):
-            raise Refusal(422, "The request body must be a JSON object with 'input' and 'model'", code="invalid_body")
+        _check_object(body, "'input' and 'model'")
         _check_present(body, "input")
         _check_model(body)
         _check_texts(body, "input")
@@ -181,6 +180,16 @@ def _options(body: dict[str, Any]) -> dict[str, Any]:
             raise Refusal(400, f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}", param=name,
                           code="invalid_value")
     return options
+
+
+def _one_or_many(texts: Union[str, list[str]]) -> list[str]:
+    """One text or many, as a list."""
+    return [texts] if isinstance(texts, str) else texts
+
+
+def _check_object(body: Any, fields: str) -> None:
+    if not isinstance(body, dict):
+        raise Refusal(422, f"The request body must be a JSON object with {fields}", code="invalid_body")
 
 
 def _check_model(body: dict[str, Any]) -> None:
@@ -270,9 +279,7 @@ class RerankRequest(_Request):
     @classmethod
     def _checked(cls, body: Any) -> dict[str, Any]:
         """The door's checks in its order, each with its own error body; `return_documents` defaulted."""
-        if not isinstance(body, dict):
-            raise Refusal(422, "The request body must be a JSON object with 'model', 'query' and 'documents'",
-                          code="invalid_body")
+        _check_object(body, "'model', 'query' and 'documents'")
         _check_model(body)
         if "query" not in body:
             raise Refusal(422, "'query' is required: a string", param="query", code="missing")
@@ -315,14 +322,13 @@ class ClassifyRequest(_Request):
     @property
     def texts(self) -> list[str]:
         """The inputs as a list, one text or many."""
-        return [self.input] if isinstance(self.input, str) else self.input
+        return _one_or_many(self.input)
 
     @model_validator(mode="before")
     @classmethod
     def _checked(cls, body: Any) -> dict[str, Any]:
         """The door's checks in its order, each with its own error body; `raw_scores` defaulted."""
-        if not isinstance(body, dict):
-            raise Refusal(422, "The request body must be a JSON object with 'input' and 'model'", code="invalid_body")
+        _check_object(body, "'input' and 'model'")
         _check_model(body)
         _check_texts(body, "input")
         return {**body, "raw_scores": _check_flag(body, "raw_scores")}
@@ -340,14 +346,13 @@ class SparseRequest(_Request):
     @property
     def texts(self) -> list[str]:
         """The inputs as a list, one text or many."""
-        return [self.inputs] if isinstance(self.inputs, str) else self.inputs
+        return _one_or_many(self.inputs)
 
     @model_validator(mode="before")
     @classmethod
     def _checked(cls, body: Any) -> dict[str, Any]:
         """The door's checks in its order, each with its own error body."""
-        if not isinstance(body, dict):
-            raise Refusal(422, "The request body must be a JSON object with 'inputs'", code="invalid_body")
+        _check_object(body, "'inputs'")
         if body.get("model") is not None:
             _check_model(body)
         _check_texts(body, "inputs")
