@@ -49,6 +49,11 @@ class Settings:
     tokenizer_lengths: tuple[int, ...] = (16, 128)  # the served tokenizer alone against `tokenizers` in process
     warmup: int = 2  # untimed calls before each in-process, SDK or door measurement
     rerank_documents: int = 1000  # documents one query is reranked against (the door takes at most 1,000)
+    cache_size: int = 64 << 20  # bytes of the response cache the repeated-query load is measured with
+    cache_queries: int = 50  # distinct queries in the repeated-query load's pool
+    cache_clients: int = 16  # client threads of the repeated-query load, each sending one query per request
+    recall_corpus: int = 2000  # distinct sentences of the varied corpus searched for compact vectors' recall@10
+    recall_queries: int = 100  # the next distinct sentences, held out as queries
 
     @classmethod
     def quick(cls) -> Settings:
@@ -56,7 +61,8 @@ class Settings:
         return cls(seconds=0.5, window_ms=500, stability_percent=100_000, seq_lengths=(8,), seq_batch=4,
                    client_batches=(8,), concurrencies=(2,), layer_depths=(-1, -6), mixed_lengths=(8, 32), many=256,
                    tail_seconds=0.5, tokenizer_lengths=(16,), warmup=0,
-                   rerank_documents=24)  # the corpus's short hand-written sentences: no 512-token batch
+                   rerank_documents=24,  # the corpus's short hand-written sentences: no 512-token batch
+                   cache_size=1 << 20, cache_queries=8, cache_clients=4, recall_corpus=60, recall_queries=8)
 
 
 @dataclass(frozen=True)
@@ -116,6 +122,8 @@ class Results:
         """Machines drift during a run: keep the baseline's faster measurement, and recompute the ratios on it."""
         if again.sentences_per_s > baseline.result.sentences_per_s:
             baseline.result = again
+            if baseline.baseline:  # a baseline compared with another (bf16 autocast with float32)
+                baseline.ratio = again.sentences_per_s / baseline.baseline.result.sentences_per_s
             for row in self.rows:
                 if row.baseline is baseline:
                     row.ratio = row.result.sentences_per_s / again.sentences_per_s

@@ -94,6 +94,17 @@ def test_ratios_use_the_faster_baseline_and_targets_say_by_how_much_they_missed(
     assert "no stable windows (even 1000 ms long) for: m, grpc, batch 1, 1 in flight" in text
 
 
+def test_a_baseline_compared_with_another_keeps_its_ratio_on_its_faster_measurement():
+    results = Results(Settings.quick(), {})
+    st64 = results.add("headline", ST, "batch 64", 64, Measurement(400.0, 160.0, 170.0))
+    bf16 = results.add("headline", f"{ST[:-1]}, bf16 autocast)", "batch 64", 64, Measurement(200.0, 320.0, 330.0),
+                       st64)
+    results.keep_faster(st64, Measurement(500.0, 128.0, 140.0))
+    assert bf16.ratio == 200 / 500
+    results.keep_faster(bf16, Measurement(300.0, 213.0, 220.0))  # bf16 is a baseline too, measured again faster
+    assert bf16.ratio == 300 / 500
+
+
 def test_machine_line_names_the_isa_flags_the_cpu_has_and_lacks(tmp_path):
     write(_run(), tmp_path, tmp_path / "BENCHMARKS.md", plots=False)
     text = (tmp_path / "BENCHMARKS.md").read_text()
