@@ -14,6 +14,7 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
+import warnings
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -22,13 +23,13 @@ from typing import Any, Callable, NamedTuple, Optional
 import numpy as np
 import openai
 
-from bertserve import contract
-from bertserve import Encoder
+from bertserve import Encoder, TruncationWarning, contract
+from bertserve.errors import ConfigError
 from bertserve.frontdoor import FrontDoor, FrontDoorConfig
 from bertserve.model_repository.deployment import Runtime
 from bertserve.server import DEFAULT_MODEL_NAME, ServerConfig, TritonServer, default_model_dir, free_ports
 
-from . import report, rerank, workload
+from . import cache, recall, report, rerank, workload
 from .baselines import (FastEmbedBaseline, InfinityServer, OnnxRuntimeBaseline, OpenVinoBaseline,
                         SentenceTransformersBaseline)
 from .keepalive import KeepAliveClient
@@ -36,7 +37,7 @@ from .measure import Measurement, timed
 from .perf_analyzer import PerfAnalyzer
 from .rerank import CROSS_ENCODER, RERANK_DOOR, RERANK_MODEL, RERANK_SDK, CrossEncoderBaseline, DoorReranker
 from .results import Results, Row, Settings, load, machine
-from .variants import copy_as, padding_ratio
+from .variants import copy_as, padding_ratio, unchanged
 
 _log = logging.getLogger("bertserve.bench")
 ROOT = Path(__file__).resolve().parent
@@ -249,8 +250,8 @@ def _peer_server(b: _Bench, infinity: InfinityServer) -> None:
 
 def _bertserve(b: _Bench) -> _ServedRows:
     """Every bertserve measurement, in the order BENCHMARKS.md lists them: perf_analyzer, the tokenizer alone, the
-    SDK, the front door, int8, OpenVINO, the sweeps, then rerank. One front door serves the whole run (idle while
-    it is not measured)."""
+    SDK, the front door, int8, OpenVINO, the sweeps, rerank, then the response cache and compact vectors' recall.
+    One front door serves the whole run (idle while it is not measured)."""
     pa = {label: _service_rows(b, PERF_ANALYZER.format(label), partial(b.pa[protocol].measure, DEFAULT_MODEL_NAME,
                                                                           b.data))
           for protocol, label in (("grpc", "gRPC"), ("http", "HTTP"))}
@@ -271,6 +272,8 @@ def _bertserve(b: _Bench) -> _ServedRows:
         _layer_depths(b, pa["gRPC"][64])
         _mixed_lengths(b)
         _rerank(b, door.openai_url)
+    _response_cache(b)
+    _compact_recall(b)
     return _ServedRows(pa, sdk, int8, *openvino)
 
 
@@ -416,6 +419,48 @@ def _rerank(b: _Bench, door_url: str) -> None:
     door_row = b.add("rerank", RERANK_DOOR, setting, n, measure(door.reranker(rerank.QUERY, docs)), base)
     b.results.keep_faster(base, measure(b.cross_encoder.reranker(rerank.QUERY, docs)))
     f.update(rerank_sdk_vs_cross_encoder=sdk.ratio, rerank_door_vs_cross_encoder=door_row.ratio)
+
+
+def _response_cache(b: _Bench) -> None:
+    """The repeated-query load (`perf/cache.py`) against the default model without a cache (the run's server) and
+    with one (a second server of the default model alone): rates, the hits and misses the ensemble counted, and
+    each pool query's cached answer against the computed one."""
+    s, f = b.settings, b.results.facts
+    pool = b.texts[: s.cache_queries]
+    setting = f"{s.cache_clients} clients x 1 of {len(pool)} queries"
+    with Encoder(b.server.grpc_url, model=DEFAULT_MODEL_NAME) as encoder:
+        off = b.add("cache", cache.NO_CACHE, setting, s.cache_clients,
+                    b.measure(cache.RepeatedQueries(pool).call(encoder), s.cache_clients), b.base[64])
+        computed = np.concatenate([encoder.encode([query]) for query in pool])
+    repo = b.scratch / "cached"
+    copy_as(b.repo, repo, DEFAULT_MODEL_NAME, unchanged)
+    load = cache.RepeatedQueries(pool)
+    # No supervisor: its probes would be lookups too, and the status must count the load's requests alone.
+    with TritonServer(ServerConfig.loopback(repo, cache_size=s.cache_size, heal=False)) as server, \
+            Encoder(server.grpc_url, model=DEFAULT_MODEL_NAME) as encoder:
+        on = b.add("cache", f"{cache.CACHED} {cache.size_text(s.cache_size)}", setting, s.cache_clients,
+                   b.measure(load.call(encoder), s.cache_clients), b.base[64])
+        counted = cache.model_status(encoder.server_status(), DEFAULT_MODEL_NAME)
+        answered = np.concatenate([encoder.encode([query]) for query in pool])  # hits now: after the status read
+    f.update(cache_speedup=on.result.sentences_per_s / off.result.sentences_per_s, cache_hits=counted.cache_hits,
+             cache_misses=counted.cache_misses, cache_hit_ratio=counted.cache_hit_ratio, cache_requests=load.requests,
+             cache_distinct_queries=load.distinct, cache_answers_max_diff=float(np.abs(answered - computed).max()))
+
+
+def _compact_recall(b: _Bench) -> None:
+    """recall@10 of int8 and binary vectors against float32 (`perf/recall.py`) on the varied corpus encoded by the
+    served default model, int8 with the ranges the model's export recorded."""
+    s = b.settings
+    docs, queries = recall.split(s.recall_corpus, s.recall_queries)
+    with Encoder(b.server.grpc_url, model=DEFAULT_MODEL_NAME) as encoder, warnings.catch_warnings():
+        warnings.simplefilter("ignore", TruncationWarning)  # long sentences are cut to the model's length
+        info = encoder.info()
+        if not info.quantization_ranges:
+            raise ConfigError(f"model {info.name!r} in {b.repo} records no int8 ranges (exported before they were); "
+                              "delete it there, or bench a fresh repository, so that the bench exports it again")
+        doc_vectors, query_vectors = encoder.encode(docs), encoder.encode(queries)
+    b.results.facts["recall"] = [dataclasses.asdict(found) for found in
+                                 recall.searches(doc_vectors, query_vectors, info.quantization_ranges)]
 
 
 # -- the facts the targets are judged on ------------------------------------------

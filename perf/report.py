@@ -7,7 +7,7 @@ from typing import Optional
 
 from bertserve.export.config import BF16_UNITS as BF16_CPU_FLAGS
 
-from . import gpu_report
+from . import gpu_report, recall
 from .results import ISA_FLAGS, Results, Row, cpu_text, load, save
 
 SWEEPS = {
@@ -22,6 +22,8 @@ HOST_PATH_TITLE = "Host-path targets (issue 20: the tokenizer, stalls, many smal
 TOKENIZER_TITLE = "The served tokenizer model alone against `tokenizers` in process"
 RERANK_TARGETS_TITLE = "Rerank targets (issue 22: one query against many documents)"
 RERANK_TITLE = "Rerank: one query against many documents (pairs/s)"
+CACHE_TITLE = "Response cache: a repeated-query load (issue 23)"
+RECALL_TITLE = "Compact vectors: recall@10 against float32 (issue 23)"
 # Issue 22's goal: rerank through the service (SDK, and the door's /v1/rerank) / CrossEncoder.predict in process.
 RERANK_GOAL = 1.2
 # Issue 20's goals: served tokenizer / in-process, p99.9 / p50 of one client, 16 clients / batch 64, the door / the
@@ -214,6 +216,48 @@ def _rerank_targets(results: Results) -> list[str]:
     ]
 
 
+def _cache(results: Results, rows: list[Row]) -> list[str]:
+    """The repeated-query load without and with the response cache, and what the server counted."""
+    f, s = results.facts, results.settings
+    return [
+        f"{s.cache_clients} client threads, each sending one query per request through the Python SDK (gRPC), the "
+        f"query drawn uniformly at random (seeded) from a pool of {s.cache_queries} distinct {s.tokens}-token "
+        "sentences: each asked many times, as RAG pipelines ask again. The default model, served without a cache "
+        "(the run's server) and with one (a second server of the default model alone, `ServerConfig.cache_size`); "
+        "warm-up requests included in the counts.",
+        "",
+        *_table(rows),
+        "",
+        f"The cache's speed-up: {f['cache_speedup']:.2f}× the sentences/s of the uncached server. Hit ratio "
+        f"{f['cache_hit_ratio']:.3f} ({f['cache_hits']:,} hits, {f['cache_misses']:,} misses of the ensemble, from "
+        f"`Encoder.server_status()`, for the {f['cache_requests']:,} requests sent, {f['cache_distinct_queries']} "
+        "distinct queries among them). Largest difference between a cached answer and the uncached server's: "
+        f"{f['cache_answers_max_diff']:.1e} (float32 rounding: the two servers batched each query with different "
+        "neighbours).",
+    ]
+
+
+def _recall(results: Results) -> list[str]:
+    """recall@10 of each compact dtype and search against float32, with the vectors' size."""
+    s, m = results.settings, results.machine
+    lines = [
+        f"Machine: {cpu_text(m)}{_isa(m)}. The corpus: the first {s.recall_corpus:,} distinct sentences of the varied "
+        f"corpus (`export/corpus.py`), encoded by the served default model; the queries: the next "
+        f"{s.recall_queries:,} distinct sentences, held out. The truth: each query's float32 top {recall.K} over the "
+        "corpus (cosine). int8 codes from the ranges the export recorded (`ModelInfo.quantization_ranges`, "
+        "calibrated on the corpus's first 240 sentences) through `bertserve.quantize.quantize`; the searches as "
+        "sentence-transformers' `semantic_search_usearch` runs them: int8 by the inner product of query and document "
+        f"codes, binary by Hamming distance; rescoring ranks the top {recall.RESCORE_MULTIPLIER} × {recall.K} "
+        "candidates by the float32 query against the documents' dequantized codes or unpacked bits.",
+        "",
+        f"| output_dtype | search | bytes per vector | recall@{recall.K} |",
+        "|---|---|---:|---:|",
+    ]
+    lines += [f"| {r['dtype']} | {r['search']} | {r['bytes_per_vector']:,} | {r['recall']:.3f} |"
+              for r in results.facts["recall"]]
+    return lines
+
+
 # The loads the CPU default is judged at: (facts key, label).
 _LOADS = (("batch1", "batch 1"), ("batch64", "batch 64"), ("clients16", "16 clients"))
 
@@ -341,6 +385,11 @@ def _markdown(results: Results, plots: dict[str, Path], base: Path) -> str:
     reranked = [r for r in results.rows if r.sweep == "rerank"]
     if reranked:
         lines += [f"### {RERANK_TITLE}", "", *_table(reranked), ""]
+    cached = [r for r in results.rows if r.sweep == "cache"]
+    if cached:
+        lines += [f"### {CACHE_TITLE}", "", *_cache(results, cached), ""]
+    if "recall" in results.facts:
+        lines += [f"### {RECALL_TITLE}", "", *_recall(results), ""]
     mixed = [r for r in results.rows if r.sweep == "mixed"]
     lines += ["### Mixed-length traffic", "", *_table(mixed), "",
               f"Encoder tokens computed per real token: {results.facts['padding_ratio']:.3f} with length groups, "

@@ -46,6 +46,10 @@ def copy_as(source: Path, target: Path, name: str, edit: ConfigEdit, new_name: O
         (target / new / "config.pbtxt").write_text(text_format.MessageToString(config))
 
 
+def unchanged(tokenizer: Any, encoder: Any) -> None:
+    """The edit that changes nothing: a plain copy of the model."""
+
+
 def padding_ratio(ratio: float) -> ConfigEdit:
     """An edit that sets the encoder's `max_padding_ratio` (a large value runs each batch as one padded block)."""
 

@@ -11,8 +11,11 @@ import logging
 import re
 
 from perf.bench import TOKENIZER_IN_PROCESS, TOKENIZER_SERVED, main
-from perf.report import (CPU_TARGETS_TITLE, FRONTDOOR_TITLE, GPU_TARGETS, HOST_PATH_GOALS, HOST_PATH_TITLE,
-                         RERANK_GOAL, RERANK_TARGETS_TITLE, RERANK_TITLE, SWEEPS, TOKENIZER_TITLE, cpu_class, verdict)
+from perf.cache import CACHED, NO_CACHE, size_text
+from perf.recall import CODES_SEARCH, FLOAT32_SEARCH, K, RESCORE_MULTIPLIER, RESCORED
+from perf.report import (CACHE_TITLE, CPU_TARGETS_TITLE, FRONTDOOR_TITLE, GPU_TARGETS, HOST_PATH_GOALS, HOST_PATH_TITLE,
+                         RECALL_TITLE, RERANK_GOAL, RERANK_TARGETS_TITLE, RERANK_TITLE, SWEEPS, TOKENIZER_TITLE,
+                         cpu_class, verdict)
 from perf.rerank import CROSS_ENCODER, RERANK_DOOR, RERANK_SDK
 from perf.results import cpu_text
 
@@ -52,7 +55,7 @@ def test_quick_bench_table_states_what_it_measured(tmp_path, variants_repository
     headline = {row["system"] for row in rows if row["sweep"] == "headline"}
     in_process_openvino = {system for system in headline if OPENVINO_IN_PROCESS.fullmatch(system)}
     assert headline - in_process_openvino == SYSTEMS and in_process_openvino
-    assert {"seq_len", "batch", "clients", "layer", "mixed", "frontdoor", "tokenizer", "rerank"} <= {
+    assert {"seq_len", "batch", "clients", "layer", "mixed", "frontdoor", "tokenizer", "rerank", "cache"} <= {
         row["sweep"] for row in rows}
     assert all(row["sentences_per_s"] > 0 and 0 < row["p50_ms"] <= row["p99_ms"] for row in rows)
     # The tail where the loop kept every latency (in-process and SDK timing), never where perf_analyzer measured.
@@ -71,7 +74,7 @@ def test_quick_bench_table_states_what_it_measured(tmp_path, variants_repository
     # Every row appears in the table with the figures results.json holds.
     text = markdown.read_text()
     headings = {"headline": "Against the alternatives", "mixed": "Mixed-length traffic", "frontdoor": FRONTDOOR_TITLE,
-                "tokenizer": TOKENIZER_TITLE, "rerank": RERANK_TITLE,
+                "tokenizer": TOKENIZER_TITLE, "rerank": RERANK_TITLE, "cache": CACHE_TITLE,
                 **{sweep: title for sweep, (title, _) in SWEEPS.items()}}
     cells = {(heading, r["system"], r["load"]): r for heading, table in tables(text).items() for r in table
              if "load" in r}
@@ -200,6 +203,38 @@ def test_quick_bench_table_states_what_it_measured(tmp_path, variants_repository
     # Like every figure, these say which CPU measured them.
     section = text.split(f"### {RERANK_TARGETS_TITLE}")[1].split("### ")[0]
     assert f"Machine: {cpu_text(data['machine'])} (ISA: {data['machine']['isa']}" in section
+
+    # Issue 23's response cache: the same repeated-query load without and with it; the server counted one lookup
+    # per request the load sent, a miss at least for each distinct query, and the cached answers are the computed.
+    cached = {r["system"]: r for r in rows if r["sweep"] == "cache"}
+    cache_on = f"{CACHED} {size_text(settings['cache_size'])}"
+    assert set(cached) == {NO_CACHE, cache_on}
+    assert {(r["setting"], r["value"]) for r in cached.values()} == {
+        (f"{settings['cache_clients']} clients x 1 of {settings['cache_queries']} queries", settings["cache_clients"])}
+    assert ratio_agrees(facts["cache_speedup"], cached[cache_on]["sentences_per_s"], cached[NO_CACHE]["sentences_per_s"])
+    hits, misses, distinct = facts["cache_hits"], facts["cache_misses"], facts["cache_distinct_queries"]
+    assert hits + misses == facts["cache_requests"] and 1 <= distinct <= settings["cache_queries"]
+    assert distinct <= misses <= distinct * settings["cache_clients"] and hits >= 1
+    # Two servers batch the same query with different neighbours: equal to float32 rounding, not bit for bit
+    # (tests/server/test_cache.py holds a hit to the computed answer exactly).
+    assert facts["cache_hit_ratio"] == hits / (hits + misses) and facts["cache_answers_max_diff"] < 1e-5
+    assert (f"speed-up: {facts['cache_speedup']:.2f}× the sentences/s of the uncached server. Hit ratio "
+            f"{facts['cache_hit_ratio']:.3f} ({hits:,} hits, {misses:,} misses") in text
+
+    # Issue 23's compact vectors: recall@10 of each search against float32's top 10, in a table of the facts.
+    dim = 384
+    searched = [(r["dtype"], r["search"], r["bytes_per_vector"]) for r in facts["recall"]]
+    rescored = {dtype: RESCORED.format(candidates=RESCORE_MULTIPLIER * K, search=CODES_SEARCH[dtype])
+                for dtype in ("int8", "binary")}
+    assert searched == [("float32", FLOAT32_SEARCH, 4 * dim), ("int8", CODES_SEARCH["int8"], dim),
+                        ("int8", rescored["int8"], dim), ("binary", CODES_SEARCH["binary"], dim // 8),
+                        ("binary", rescored["binary"], dim // 8)]
+    assert facts["recall"][0]["recall"] == 1.0 and all(0 < r["recall"] <= 1 for r in facts["recall"])
+    cells = [(r["output_dtype"], r["search"], r["bytes per vector"], r[f"recall@{K}"]) for r in tables(text)[RECALL_TITLE]]
+    assert cells == [(r["dtype"], r["search"], f"{r['bytes_per_vector']:,}", f"{r['recall']:.3f}")
+                     for r in facts["recall"]]
+    section = text.split(f"### {RECALL_TITLE}")[1].split("### ")[0]
+    assert f"Machine: {cpu_text(data['machine'])}" in section and f"first {settings['recall_corpus']:,} distinct" in section
 
     # The table is a pure function of results.json: re-rendering it measures nothing and changes nothing.
     again = tmp_path / "again" / "BENCHMARKS.md"  # same layout: plots beside the table
