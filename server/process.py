@@ -9,6 +9,7 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -293,12 +294,20 @@ class TritonServer:
         while time.monotonic() < deadline:
             if not self.is_alive():
                 raise ServerStartError(f"tritonserver exited while starting; its log ends with:\n{self._log_tail()}")
-            if self.is_ready():
+            # Triton opens its metrics port after turning ready on HTTP: started means every endpoint answers.
+            if self.is_ready() and self._metrics_listening():
                 return
             time.sleep(0.25)
         raise ServerStartError(
             f"tritonserver was not ready after {self.config.startup_timeout:.0f} s; its log ends with:\n{self._log_tail()}"
         )
+
+    def _metrics_listening(self) -> bool:
+        try:
+            socket.create_connection((self._client_host, self.config.metrics_port), timeout=2).close()
+        except OSError:
+            return False
+        return True
 
     def _log_tail(self, lines: int = 30) -> str:
         """Triton's error lines when it printed any (its banner tables bury them), else the last lines."""
