@@ -74,7 +74,8 @@ def export_models(settings: Settings, repo: Path, cross_encoder: Optional[Path] 
     """Export the models the run serves into `repo`; a model already there is reused as it is. A variant that
     differs from the default model only in config is copied from it, not exported again. The rerank model is
     exported from `cross_encoder` (`rerank.cross_encoder_folder`), built in a temporary folder when not given."""
-    from bertserve.export import Deployment, ExportConfig, Precision, export_model  # torch: only when exporting
+    from bertserve.export import (Deployment, ExportConfig, Precision, default_encoder,  # torch: only when exporting
+                                  export_model)
 
     model_dir = default_model_dir()
     configs = [
@@ -97,13 +98,15 @@ def export_models(settings: Settings, repo: Path, cross_encoder: Optional[Path] 
         _log.info("reusing %s from %s", UNGROUPED, repo)
     else:
         copy_as(repo, repo, DEFAULT_MODEL_NAME, padding_ratio(UNGROUPED_PADDING_RATIO), new_name=UNGROUPED)
-    if _exported(repo, RERANK_MODEL, task=contract.Task.RERANK.value):
+    # The rerank model as `bertserve export` exports it on this CPU: OpenVINO (precision auto) on bf16 units.
+    runtime, precision = default_encoder()
+    if _exported(repo, RERANK_MODEL, runtime.value, precision.value, contract.Task.RERANK.value):
         _log.info("reusing %s from %s", RERANK_MODEL, repo)
     else:
         with tempfile.TemporaryDirectory(prefix="bertserve-cross-encoder-") as built:
             source = cross_encoder or rerank.cross_encoder_folder(model_dir, Path(built) / "cross-encoder")
-            export_model(ExportConfig(model_dir=source, repository=repo, name=RERANK_MODEL,
-                                      task=contract.Task.RERANK, overwrite=True))
+            export_model(ExportConfig(model_dir=source, repository=repo, name=RERANK_MODEL, task=contract.Task.RERANK,
+                                      precision=precision, deployment=Deployment(runtime=runtime), overwrite=True))
 
 
 def _exported(repo: Path, name: str, runtime: Optional[str] = None, precision: Optional[str] = None,
@@ -412,6 +415,8 @@ def _rerank(b: _Bench, door_url: str) -> None:
     want = b.cross_encoder.scores(rerank.QUERY, docs)
     base = b.add("rerank", CROSS_ENCODER, setting, n, measure(b.cross_encoder.reranker(rerank.QUERY, docs)))
     with Encoder(b.server.grpc_url, model=RERANK_MODEL) as encoder:
+        info = encoder.info()
+        f.update(rerank_runtime=info.runtime, rerank_precision=info.precision)
         f["rerank_sdk_max_score_diff"] = float(np.abs(rerank.sdk_scores(encoder, rerank.QUERY, docs) - want).max())
         sdk = b.add("rerank", RERANK_SDK, setting, n, measure(rerank.sdk_reranker(encoder, rerank.QUERY, docs)), base)
     door = DoorReranker(door_url)

@@ -205,7 +205,8 @@ def _rerank_targets(results: Results) -> list[str]:
     return [
         f"Machine: {cpu_text(m)}{_isa(m)}. The model: all-MiniLM-L6-v2's encoder and pooler under a seeded random "
         "one-label head (BertForSequenceClassification, the architecture of cross-encoder/ms-marco-MiniLM-L6-v2), "
-        "exported in fp32 for the default runtime; pairs cut at 512 tokens as CrossEncoder cuts them. The documents: "
+        f"exported as `bertserve export` exports it on this CPU ({f['rerank_runtime']}, precision "
+        f"{f['rerank_precision']}: `default_encoder`); pairs cut at 512 tokens as CrossEncoder cuts them. The documents: "
         "the varied corpus of `export/corpus.py` (1 to 400 words, non-ASCII, emoji), one query. `CrossEncoder.predict` "
         "runs at its default batch size (32, pairs sorted by length first) and is measured before and after the "
         "service (the faster kept); the SDK "

@@ -273,7 +273,8 @@ def test_rerank_targets_follow_the_rows_and_say_by_how_much_they_missed(tmp_path
     door = results.add("rerank", RERANK_DOOR, setting, 32, Measurement(96.0, 330.0, 340.0), base)
     results.keep_faster(base, Measurement(120.0, 250.0, 260.0))  # measured again after the service, faster
     results.facts.update(rerank_sdk_vs_cross_encoder=sdk.ratio, rerank_door_vs_cross_encoder=door.ratio,
-                         rerank_sdk_max_score_diff=6e-8, rerank_door_max_score_diff=2e-7)
+                         rerank_sdk_max_score_diff=6e-8, rerank_door_max_score_diff=2e-7,
+                         rerank_runtime="onnxruntime", rerank_precision="fp32")
     write(results, tmp_path, markdown, plots=False)
     text = markdown.read_text()
     found = tables(text)
