@@ -445,7 +445,7 @@ def _response_cache(b: _Bench) -> None:
             Encoder(server.grpc_url, model=DEFAULT_MODEL_NAME) as encoder:
         on = b.add("cache", f"{cache.CACHED} {cache.size_text(s.cache_size)}", setting, s.cache_clients,
                    b.measure(load.call(encoder), s.cache_clients), b.base[64])
-        counted = cache.model_status(encoder.server_status(), DEFAULT_MODEL_NAME)
+        counted = encoder.server_status().model(DEFAULT_MODEL_NAME)
         answered = np.concatenate([encoder.encode([query]) for query in pool])  # hits now: after the status read
     f.update(cache_speedup=on.result.sentences_per_s / off.result.sentences_per_s, cache_hits=counted.cache_hits,
              cache_misses=counted.cache_misses, cache_hit_ratio=counted.cache_hit_ratio, cache_requests=load.requests,

@@ -12,11 +12,8 @@ import random
 import threading
 from typing import TYPE_CHECKING, Callable
 
-from bertserve.errors import ServerError
-
 if TYPE_CHECKING:
     from bertserve import Encoder
-    from bertserve.status import ModelStatus, ServerStatus
 
 NO_CACHE = "bertserve (Python SDK, gRPC), no cache"
 CACHED = "bertserve (Python SDK, gRPC), response cache"
@@ -53,14 +50,6 @@ class RepeatedQueries:
             return 1
 
         return ask
-
-
-def model_status(status: ServerStatus, name: str) -> ModelStatus:
-    """Model `name`'s figures in `status`."""
-    for model in status.models:
-        if model.name == name:
-            return model
-    raise ServerError(f"the server's statistics have no model {name!r}; it has {[m.name for m in status.models]}")
 
 
 def size_text(size: int) -> str:

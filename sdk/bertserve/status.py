@@ -6,6 +6,8 @@ import threading
 from dataclasses import dataclass, replace
 from typing import AbstractSet, Any, Mapping, Sequence
 
+from bertserve.errors import ModelNotFoundError
+
 
 @dataclass(frozen=True)
 class ModelStatus:
@@ -62,6 +64,14 @@ class ServerStatus:
                 )
             )
         return cls(version=str(metadata.get("version", "")), models=tuple(sorted(models, key=lambda m: m.name)))
+
+    def model(self, name: str) -> ModelStatus:
+        """Model `name`'s figures; `ModelNotFoundError` naming the models there are when the server has none."""
+        for model in self.models:
+            if model.name == name:
+                return model
+        raise ModelNotFoundError(f"the server's statistics have no model {name!r}; it has "
+                                 f"{[m.name for m in self.models]}")
 
     def table(self) -> str:
         """A plain-text table for terminals."""

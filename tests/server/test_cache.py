@@ -19,10 +19,6 @@ from ..conftest import DEFAULT_NAME, copy_model, server_config
 TEXTS = ["the same question, asked again", "and a second one"]
 
 
-def _model(status, name):
-    return next(m for m in status.models if m.name == name)
-
-
 def _metric(server: TritonServer, line_start: str) -> float:
     text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
     return float(next(line for line in text.splitlines() if line.startswith(line_start)).rsplit(" ", 1)[1])
@@ -41,13 +37,13 @@ def test_a_repeated_request_is_answered_from_the_cache_and_counted(cached):
     encoder_name = component_names(DEFAULT_NAME)[1]
     with Encoder(cached.grpc_url, model=DEFAULT_NAME) as encoder:
         computed = encoder.encode(TEXTS)
-        executions = _model(encoder.server_status(), encoder_name).executions
+        executions = encoder.server_status().model(encoder_name).executions
         answered = encoder.encode(TEXTS)
         status = encoder.server_status()
     np.testing.assert_array_equal(answered, computed)  # bit for bit
-    ensemble = _model(status, DEFAULT_NAME)
+    ensemble = status.model(DEFAULT_NAME)
     assert (ensemble.cache_hits, ensemble.cache_misses, ensemble.cache_hit_ratio) == (1, 1, 0.5)
-    assert _model(status, encoder_name).executions == executions  # the encoder did not run again
+    assert status.model(encoder_name).executions == executions  # the encoder did not run again
     assert "cache hits" in status.table() and " 50.0" in status.table()
     labels = f'{{model="{DEFAULT_NAME}",version="1"}}'
     assert _metric(cached, f"nv_cache_num_hits_per_model{labels}") == 1
@@ -72,4 +68,4 @@ def test_a_replaced_model_never_answers_from_the_old_models_cache(cached, tiny_b
         status = encoder.server_status()
     assert old.shape[1] == 384 and new.shape[1] == 64  # the new model's vectors, not the old model's cached ones
     np.testing.assert_array_equal(again, new)
-    assert _model(status, DEFAULT_NAME).cache_hits == 1  # counted afresh for the new version: the new model's own hit
+    assert status.model(DEFAULT_NAME).cache_hits == 1  # counted afresh for the new version: the new model's own hit
