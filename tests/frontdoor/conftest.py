@@ -9,6 +9,7 @@ from typing import Any, Optional
 import httpx
 import pytest
 
+from bertserve import Encoder
 from bertserve.frontdoor import FrontDoor, FrontDoorConfig
 from bertserve.server import TritonServer, free_ports
 
@@ -62,3 +63,24 @@ def http(door):
                       headers={"Authorization": f"Bearer {API_KEY}"},
                       event_hooks={"response": [_conformance(door).hook]}) as client:
         yield client
+
+
+class _Encoders(dict):
+    """The SDK's encoder of each model asked for, opened on first use."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self._url = url
+
+    def __missing__(self, model: str) -> Encoder:
+        self[model] = Encoder(self._url, model=model)
+        return self[model]
+
+
+@pytest.fixture(scope="module")
+def sdks(server):
+    """The SDK's encoder of any model the door's answers are compared with (`sdks[name]`), over gRPC."""
+    encoders = _Encoders(server.grpc_url)
+    yield encoders
+    for encoder in encoders.values():
+        encoder.close()

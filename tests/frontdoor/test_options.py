@@ -15,27 +15,17 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
-from bertserve import Encoder
 from bertserve.frontdoor import FrontDoorConfig
 from bertserve.frontdoor.models import Models
 from bertserve.frontdoor.openai import TRUNCATED_HEADER, create_app
 
-from ..conftest import DEFAULT_NAME, PROMPTS_NAME, STREAM_NAME
+from ..conftest import DEFAULT_NAME, PROMPTS, PROMPTS_NAME, STREAM_NAME
 from ..corpus import sentences
 from .test_tasks import _ok
 
 TEXTS = sentences(4)
 LONG = " ".join(sentences(30))  # 750 tokens: 3 windows of the default model's 256 tokens, far under its character budget
 _CODES = {"int8": np.int8, "uint8": np.uint8, "binary": np.int8, "ubinary": np.uint8}
-
-
-@pytest.fixture(scope="module")
-def sdk(server):
-    """The SDK's encoder of each model these tests send to the door."""
-    encoders = {name: Encoder(server.grpc_url, model=name) for name in (DEFAULT_NAME, STREAM_NAME, PROMPTS_NAME)}
-    yield encoders
-    for encoder in encoders.values():
-        encoder.close()
 
 
 def _embed(http, texts: Any, model: str = DEFAULT_NAME, **options: Any) -> Any:
@@ -47,12 +37,6 @@ def _rows(body: Any) -> list[Any]:
     return [item["embedding"] for item in body["data"]]
 
 
-def _calibrated(sdk, dtype: str) -> None:
-    """Skip an int8 / uint8 case while the served model has no calibrated ranges (the export adds them)."""
-    if dtype in ("int8", "uint8") and not sdk[DEFAULT_NAME].info().quantization_ranges:
-        pytest.skip(f"{DEFAULT_NAME} was exported without int8 ranges: the export does not calibrate them yet")
-
-
 # Each option with a value that changes the vectors of these texts, against the SDK's answer to the same option.
 @pytest.mark.parametrize("options, texts", [
     ({"prompt": "query: "}, TEXTS),
@@ -60,13 +44,13 @@ def _calibrated(sdk, dtype: str) -> None:
     ({"long_input": "chunk"}, [LONG, TEXTS[0]]),
     ({"long_input": "chunk", "truncation_direction": "left", "prompt": "passage: "}, [TEXTS[1], LONG]),
 ], ids=["prompt", "left", "chunk", "chunk left prompted"])
-def test_float_options_give_the_sdks_vectors_and_usage(http, sdk, options, texts):
+def test_float_options_give_the_sdks_vectors_and_usage(http, sdks, options, texts):
     response = _embed(http, texts, **options)
     body = _ok(response)
-    want = sdk[DEFAULT_NAME].encode_detailed(texts, **options)
+    want = sdks[DEFAULT_NAME].encode_detailed(texts, **options)
     got = np.array(_rows(body), np.float32)
     assert np.abs(got - want.vectors).max() <= 1e-5
-    assert np.abs(got - sdk[DEFAULT_NAME].encode(texts)).max() > 1e-3, "the option changed nothing: a weak test"
+    assert np.abs(got - sdks[DEFAULT_NAME].encode(texts)).max() > 1e-3, "the option changed nothing: a weak test"
     assert body["usage"] == {"prompt_tokens": want.tokens_seen, "total_tokens": want.tokens_seen}
     assert response.headers.get(TRUNCATED_HEADER) == (str(int(want.truncated.sum())) if want.truncated.any() else None)
 
@@ -80,16 +64,15 @@ def test_chunk_encodes_the_whole_text_and_truncate_counts_what_it_cut(http):
 
 
 @pytest.mark.parametrize("dtype", ["binary", "ubinary", "int8", "uint8"])
-def test_compact_vectors_are_the_sdks_codes_as_integers_or_base64_bytes(http, sdk, dtype):
-    _calibrated(sdk, dtype)
-    want = sdk[DEFAULT_NAME].encode(TEXTS, output_dtype=dtype)
+def test_compact_vectors_are_the_sdks_codes_as_integers_or_base64_bytes(http, sdks, dtype):
+    want = sdks[DEFAULT_NAME].encode(TEXTS, output_dtype=dtype)
     assert want.dtype == _CODES[dtype]
     listed = _rows(_ok(_embed(http, TEXTS, output_dtype=dtype)))
     assert all(isinstance(value, int) for row in listed for value in row)
     assert np.array_equal(np.array(listed), want)
     packed = _rows(_ok(_embed(http, TEXTS, output_dtype=dtype, encoding_format="base64")))
     decoded = np.stack([np.frombuffer(base64.b64decode(row), _CODES[dtype]) for row in packed])
-    dim = sdk[DEFAULT_NAME].info().dim
+    dim = sdks[DEFAULT_NAME].info().dim
     assert decoded.shape == (len(TEXTS), math.ceil(dim / 8) if "binary" in dtype else dim)
     assert np.array_equal(decoded, want)
 
@@ -119,7 +102,7 @@ def test_a_bad_option_is_400_naming_it_and_the_door_keeps_serving(http, options,
     assert len(_rows(_ok(_embed(http, TEXTS)))) == len(TEXTS)
 
 
-def test_chunk_past_the_window_bound_is_400_naming_it(http, sdk):
+def test_chunk_past_the_window_bound_is_400_naming_it(http, sdks):
     """Two texts of about 58 windows each of the small model (14 tokens a window): over the door's 64."""
     long = "a " * 790
     response = _embed(http, [long, long], model=STREAM_NAME, long_input="chunk")
@@ -129,7 +112,7 @@ def test_chunk_past_the_window_bound_is_400_naming_it(http, sdk):
     assert len(_rows(_ok(_embed(http, [long], model=STREAM_NAME, long_input="chunk")))) == 1
 
 
-def test_the_doors_max_windows_is_the_bound(server, sdk):
+def test_the_doors_max_windows_is_the_bound(server, sdks):
     """The door's own `max_windows`, not the SDK's default: its app in process, in front of the real server."""
     config = FrontDoorConfig(triton_url=server.grpc_url, host="127.0.0.1", openai_port=1, max_windows=3)
     models = Models(config)
@@ -137,7 +120,7 @@ def test_the_doors_max_windows_is_the_bound(server, sdk):
         with TestClient(create_app(config, models)) as client:
             three, four = "a " * 40, "a " * 50  # 3 and 4 windows of 14 tokens (40 and 50 text tokens)
             response = _embed(client, [three, TEXTS[0]], model=STREAM_NAME, long_input="chunk")
-            want = sdk[STREAM_NAME].encode([three, TEXTS[0]], long_input="chunk")
+            want = sdks[STREAM_NAME].encode([three, TEXTS[0]], long_input="chunk")
             assert np.abs(np.array(_rows(_ok(response)), np.float32) - want).max() <= 1e-5
             refused = _embed(client, [four], model=STREAM_NAME, long_input="chunk")
             assert refused.status_code == 400 and "more than 3 windows" in refused.json()["error"]["message"]
@@ -145,8 +128,8 @@ def test_the_doors_max_windows_is_the_bound(server, sdk):
         models.close()
 
 
-def test_named_and_default_prompts_give_the_sdks_vectors_and_are_listed(http, sdk):
-    encoder = sdk[PROMPTS_NAME]
+def test_named_and_default_prompts_give_the_sdks_vectors_and_are_listed(http, sdks):
+    encoder = sdks[PROMPTS_NAME]
     info = encoder.info()
     assert info.prompts, "the prompts model has no prompts: the test would prove nothing"
     listed = {model["id"]: model for model in _ok(http.get("/v1/models"))["data"]}[PROMPTS_NAME]
@@ -156,9 +139,10 @@ def test_named_and_default_prompts_give_the_sdks_vectors_and_are_listed(http, sd
         assert np.abs(got - encoder.encode(TEXTS, **options)).max() <= 1e-5, options
 
 
-def test_models_list_each_models_prompts(http, sdk):
-    for model in _ok(http.get("/v1/models"))["data"]:
-        if model["id"] in sdk:
-            info = sdk[model["id"]].info()
-            assert model["prompts"] == dict(info.prompts)
-            assert model["default_prompt_name"] == (info.default_prompt_name or None)
+def test_models_list_each_models_prompts(http, sdks):
+    models = _ok(http.get("/v1/models"))["data"]
+    for model in models:
+        info = sdks[model["id"]].info()
+        assert model["prompts"] == dict(info.prompts)
+        assert model["default_prompt_name"] == (info.default_prompt_name or None)
+    assert {model["id"]: model["prompts"] for model in models}[PROMPTS_NAME] == PROMPTS

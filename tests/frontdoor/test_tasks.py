@@ -15,7 +15,6 @@ import httpx
 import numpy as np
 import pytest
 
-from bertserve import Encoder
 
 from ..conftest import CLASSIFY_NAME, DEFAULT_NAME, RERANK_NAME, SPARSE_NAME
 from ..corpus import sentences
@@ -25,15 +24,6 @@ QUERY = "How do I stop a server?"
 DOCUMENTS = sentences(12)
 TEXTS = sentences(5)
 _RANK = {"model": RERANK_NAME, "query": QUERY, "documents": DOCUMENTS[:3]}
-
-
-@pytest.fixture(scope="module")
-def sdk(server):
-    """The SDK's encoder of each task model."""
-    encoders = {name: Encoder(server.grpc_url, model=name) for name in (RERANK_NAME, CLASSIFY_NAME, SPARSE_NAME)}
-    yield encoders
-    for encoder in encoders.values():
-        encoder.close()
 
 
 def _ok(response: httpx.Response) -> Any:
@@ -46,9 +36,9 @@ def _ok(response: httpx.Response) -> Any:
     ("/rerank", [{"text": d} for d in DOCUMENTS], {"top_n": 50}),  # Jina's: documents as objects; top_n past the end
     ("/v1/rerank", DOCUMENTS, {}),
 ], ids=["cohere", "jina", "plain"])
-def test_rerank_bodies_get_the_sdks_ranking(http, sdk, path, documents, options):
+def test_rerank_bodies_get_the_sdks_ranking(http, sdks, path, documents, options):
     body = _ok(http.post(path, json={"model": RERANK_NAME, "query": QUERY, "documents": documents, **options}))
-    everything = sdk[RERANK_NAME].rerank(QUERY, DOCUMENTS)
+    everything = sdks[RERANK_NAME].rerank(QUERY, DOCUMENTS)
     want = everything[:options.get("top_n")]
     assert body["model"] == RERANK_NAME and isinstance(body["id"], str) and body["id"]
     assert [r["index"] for r in body["results"]] == [r.index for r in want]
@@ -75,19 +65,19 @@ def _assert_same_labels(body: Any, want: list) -> None:
 
 
 @pytest.mark.parametrize("raw_scores", [False, True])
-def test_classify_body_gets_the_sdks_labels(http, sdk, raw_scores):
+def test_classify_body_gets_the_sdks_labels(http, sdks, raw_scores):
     body = _ok(http.post("/v1/classify", json={"model": CLASSIFY_NAME, "input": TEXTS, "raw_scores": raw_scores}))
-    want = sdk[CLASSIFY_NAME].classify(TEXTS, raw_scores=raw_scores)
+    want = sdks[CLASSIFY_NAME].classify(TEXTS, raw_scores=raw_scores)
     assert (body["object"], body["model"]) == ("classify", CLASSIFY_NAME)
     _assert_same_labels(body, want)
     tokens = sum(c.token_count for c in want)
     assert body["usage"] == {"prompt_tokens": tokens, "total_tokens": tokens}
     one = _ok(http.post("/v1/classify", json={"model": CLASSIFY_NAME, "input": TEXTS[0], "raw_scores": raw_scores}))
-    _assert_same_labels(one, sdk[CLASSIFY_NAME].classify(TEXTS[:1], raw_scores=raw_scores))
+    _assert_same_labels(one, sdks[CLASSIFY_NAME].classify(TEXTS[:1], raw_scores=raw_scores))
 
 
-def test_embed_sparse_body_gets_the_sdks_vectors(http, sdk):
-    want = sdk[SPARSE_NAME].encode_sparse(TEXTS)
+def test_embed_sparse_body_gets_the_sdks_vectors(http, sdks):
+    want = sdks[SPARSE_NAME].encode_sparse(TEXTS)
     named = _ok(http.post("/embed_sparse", json={"inputs": TEXTS, "model": SPARSE_NAME}))
     assert _ok(http.post("/embed_sparse", json={"inputs": TEXTS})) == named  # the one sparse model served
     assert len(named) == len(want)
@@ -170,9 +160,9 @@ def test_not_json_and_a_missing_key_are_refused_on_every_task_route(http):
         assert (keyless.status_code, keyless.json()["error"]["code"]) == (401, "invalid_api_key")
 
 
-def test_over_long_pairs_are_truncated_and_counted_in_a_header(http, sdk):
+def test_over_long_pairs_are_truncated_and_counted_in_a_header(http, sdks):
     long = " ".join(DOCUMENTS) * 4  # past any test model's max_seq_len, far under what the door refuses
     response = http.post("/v1/rerank", json={**_RANK, "documents": [long, DOCUMENTS[0]]})
     assert response.status_code == 200 and response.headers["bertserve-truncated-inputs"] == "1"
     assert json.loads(response.text)["usage"]["total_tokens"] == sum(
-        r.token_count for r in sdk[RERANK_NAME].rerank(QUERY, [long, DOCUMENTS[0]]))
+        r.token_count for r in sdks[RERANK_NAME].rerank(QUERY, [long, DOCUMENTS[0]]))
