@@ -110,11 +110,11 @@ class EmbeddingsRequest(_Request):
                                                   "(float32 output only: a compact `output_dtype` is refused with it)")
     user: Union[str, SkipJsonSchema[None]] = Field(default=None, json_schema_extra=_no_default,
                                                    description="Accepted and ignored")
-    prompt_name: Optional[Annotated[str, Field(min_length=1)]] = Field(
+    prompt_name: Optional[Annotated[str, Field(min_length=1, max_length=contract.MAX_PROMPT_CHARS)]] = Field(
         default=None, json_schema_extra=_no_default,
         description="Put the model's prompt of this name before each input (`GET /v1/models` lists them). Without "
                     "`prompt_name` or `prompt`, the model's default prompt applies, if it has one")
-    prompt: Optional[str] = Field(
+    prompt: Optional[Annotated[str, Field(max_length=contract.MAX_PROMPT_CHARS)]] = Field(
         default=None, json_schema_extra=_no_default,
         description="Put this text before each input instead of a named prompt; `\"\"` for none (the default "
                     "prompt left out)")
@@ -164,6 +164,8 @@ def _options(body: dict[str, Any]) -> dict[str, Any]:
     for name in (contract.PROMPT_NAME, contract.PROMPT):
         if body.get(name) is not None and not isinstance(body[name], str):
             raise Refusal(422, f"{name} must be a string", param=name, code="invalid_type")
+        if len(body.get(name) or "") > contract.MAX_PROMPT_CHARS:
+            raise Refusal(400, contract.prompt_too_long(name, len(body[name])), param=name, code="invalid_value")
     if body.get(contract.PROMPT_NAME) == "":
         raise Refusal(400, "prompt_name is empty; name one of the model's prompts (GET /v1/models), or leave it out "
                            "for the model's default", param=contract.PROMPT_NAME, code="invalid_value")

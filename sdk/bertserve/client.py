@@ -656,6 +656,8 @@ def _options(prompt_name: Optional[str], prompt: Optional[str], truncation_direc
         if is_tokenized:
             raise InvalidInputError(f"{name} is for text: with is_tokenized=True the tokens are used as given, "
                                     f"without a prompt; drop {name}, or send text")
+        if len(value) > contract.MAX_PROMPT_CHARS:
+            raise InvalidInputError(contract.prompt_too_long(name, len(value)))
         try:
             columns[name] = value.encode("utf-8")
         except UnicodeEncodeError as exc:

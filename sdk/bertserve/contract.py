@@ -32,6 +32,9 @@ TRUNCATION_DIRECTION = "truncation_direction"
 TRUNCATION_DIRECTIONS = ("right", "left")
 PROMPT = "prompt"
 PROMPT_NAME = "prompt_name"
+# The most characters a request's prompt or prompt name may have. A prompt is an instruction ("query: ", a sentence
+# or two) and travels with every item of a request: unbounded, one large prompt in a body would be copied per item.
+MAX_PROMPT_CHARS = 4096
 # Optional INT64 input per item, for encoding a long text in windows (long_input "chunk"): the item is the window of
 # max_seq_len - 2 tokens of its text that starts at this token (0: the first), between [CLS] and [SEP]. Its
 # token_count is the whole text's.
@@ -64,6 +67,12 @@ DEFAULT_MAX_REQUEST_BYTES = 32 << 20
 # length share a shape. The Python-backend encoder takes ragged requests and needs none.
 LENGTH_BUCKETS = "length_buckets"
 DEFAULT_LENGTH_BUCKETS = (16, 32, 64, 128, 256, 512)
+
+
+def prompt_too_long(name: str, length: int) -> str:
+    """The refusal of a `name` (PROMPT or PROMPT_NAME) of `length` characters, over MAX_PROMPT_CHARS."""
+    return (f"{name} is {length:,} characters, over the {MAX_PROMPT_CHARS:,} a prompt may have; "
+            "put long text in the input itself")
 
 
 def char_budget(max_seq_len: int) -> int:

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
+from bertserve.contract import MAX_PROMPT_CHARS
 from bertserve.frontdoor import FrontDoorConfig
 from bertserve.frontdoor.models import Models
 from bertserve.frontdoor.openai import TRUNCATED_HEADER, create_app
@@ -92,8 +93,10 @@ def test_binary_is_the_sign_bits_of_the_float_vector(http):
     ({"output_dtype": "float16"}, "output_dtype", "'float16'"),
     ({"output_dtype": "binary", "dimensions": 64}, "dimensions", "output_dtype 'binary'"),
     ({"long_input": "error"}, "input", "item 0"),
+    ({"prompt": "p" * (MAX_PROMPT_CHARS + 1)}, "prompt", f"prompt is {MAX_PROMPT_CHARS + 1:,} characters"),
+    ({"prompt_name": "n" * (MAX_PROMPT_CHARS + 1)}, "prompt_name", f"prompt_name is {MAX_PROMPT_CHARS + 1:,} char"),
 ], ids=["unknown prompt", "empty prompt name", "prompt and name", "bad direction", "bad long_input",
-        "unknown dtype", "dimensions with binary", "long input refused"])
+        "unknown dtype", "dimensions with binary", "long input refused", "prompt too long", "prompt name too long"])
 def test_a_bad_option_is_400_naming_it_and_the_door_keeps_serving(http, options, param, named):
     response = _embed(http, [LONG, TEXTS[0]], **options)
     error = response.json()["error"]

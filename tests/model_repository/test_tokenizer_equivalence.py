@@ -134,6 +134,8 @@ BAD = [
     (Request(["short text", "short"], windows=[0, 50]), "input item 1 has window 50, past its text's"),
     (Request(["a", "b"], ["c", "d"], windows=[0, 0]), "input item 0 has window 0: a window starts at token 0 or later, of a single text"),
     (Request(["a"], windows=[-1]), "input item 0 has window -1"),
+    (Request(["fine"], prompt="p" * (contract.MAX_PROMPT_CHARS + 1)), "input item 0: prompt is 4,097 characters"),
+    (Request(["fine"], prompt_name="n" * (contract.MAX_PROMPT_CHARS + 1)), "input item 0: prompt_name is 4,097 char"),
 ]
 
 

@@ -163,6 +163,13 @@ def test_an_unknown_prompt_name_is_the_servers_refusal_naming_it(encoder):
         encoder.encode(SHORT, prompt_name="query")
 
 
+@pytest.mark.parametrize("name", [contract.PROMPT, contract.PROMPT_NAME])
+def test_a_prompt_past_its_bound_is_refused_before_any_request(encoder, name):
+    error = _unsent(encoder, lambda: encoder.encode(SHORT, **{name: "p" * (contract.MAX_PROMPT_CHARS + 1)}))
+    assert f"{name} is {contract.MAX_PROMPT_CHARS + 1:,} characters, over the {contract.MAX_PROMPT_CHARS:,}" in str(error)
+    assert len(encoder.encode(SHORT[:1], prompt="p " * (contract.MAX_PROMPT_CHARS // 2))) == 1  # at the bound: sent
+
+
 def test_a_prompt_and_a_prompt_name_together_are_refused(encoder):
     error = _unsent(encoder, lambda: encoder.encode(SHORT, prompt_name="query", prompt="query: "))
     assert "prompt_name='query' and prompt='query: ' both given" in str(error)

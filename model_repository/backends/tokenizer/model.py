@@ -53,6 +53,14 @@ def _decode(raw, index, what=contract.TEXT):
         ) from None
 
 
+def _prompt(raw, index, what):
+    """An item's prompt or prompt name, within contract.MAX_PROMPT_CHARS."""
+    text = _decode(raw, index, what)
+    if len(text) > contract.MAX_PROMPT_CHARS:
+        raise ValueError(f"input item {index}: {contract.prompt_too_long(what, len(text))}")
+    return text
+
+
 class _Window(NamedTuple):
     """A window of a long text, encoded as `_given_tokens` encodes given tokens: ids, tokens, and the whole text's
     count."""
@@ -161,10 +169,10 @@ class TritonPythonModel:
         if prompts is not None and names is not None:
             raise ValueError(f"the request sends both {contract.PROMPT} and {contract.PROMPT_NAME}; send one of them")
         if prompts is not None:
-            return [_decode(raw, i, contract.PROMPT) for i, raw in enumerate(prompts)], True
+            return [_prompt(raw, i, contract.PROMPT) for i, raw in enumerate(prompts)], True
         prefixes = []
         for i, raw in enumerate(names):
-            name = _decode(raw, i, contract.PROMPT_NAME)
+            name = _prompt(raw, i, contract.PROMPT_NAME)
             if name and name not in self.prompts:
                 known = ", ".join(map(repr, sorted(self.prompts))) or "none"
                 raise ValueError(f"input item {i} names the prompt {name!r}, which this model does not have (its "
